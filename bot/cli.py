@@ -1,0 +1,171 @@
+"""`python -m bot ...`: the console, workflow checks and graphs, and stored conversations."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.adapters.console import Console, new_thread_name
+from bot.engine.errors import WorkflowError
+from bot.engine.graph import mermaid
+from bot.engine.loader import load_workflow
+from bot.models.select import describe, make_model
+from bot.service import ConversationService, WindowBudget
+from bot.service.export import to_json, to_markdown
+from bot.settings import Settings, SettingsError, load_settings
+from bot.store import Session, SQLiteStore, StoreError
+
+
+class UsageError(Exception):
+    """A command was given something it cannot use; the message says what to do."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    console = commands.add_parser("console", help="talk to the bot in this terminal")
+    console.add_argument("--workflow", type=Path, help="workflow YAML (default: BOT_WORKFLOW)")
+    console.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
+    console.add_argument("--thread", help="resume (or name) this conversation thread")
+
+    check = commands.add_parser("check", help="validate workflow files; exit 1 on errors")
+    check.add_argument("workflows", type=Path, nargs="+", metavar="WORKFLOW")
+
+    graph = commands.add_parser("graph", help="print a workflow as a Mermaid flowchart")
+    graph.add_argument("workflow", type=Path, metavar="WORKFLOW")
+
+    sessions = commands.add_parser("sessions", help="list stored conversations")
+    sessions.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
+    sessions.add_argument("--limit", type=int, default=50)
+
+    export = commands.add_parser("export", help="print a conversation as Markdown or JSON")
+    export.add_argument("session", metavar="SESSION", help="session id, or a thread name")
+    export.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
+    export.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logging.basicConfig(
+            level=settings.bot_log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        match args.command:
+            case "check":
+                return _check(args.workflows)
+            case "graph":
+                sys.stdout.write(mermaid(load_workflow(args.workflow)))
+                return 0
+            case "console":
+                return asyncio.run(_console(settings, args))
+            case "sessions":
+                return asyncio.run(_sessions(settings, args))
+            case "export":
+                return asyncio.run(_export(settings, args))
+    except (WorkflowError, SettingsError, StoreError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _check(paths: Sequence[Path]) -> int:
+    failed = False
+    for path in paths:
+        try:
+            workflow = load_workflow(path)
+        except WorkflowError as exc:
+            failed = True
+            print(str(exc), file=sys.stderr)
+            continue
+        for warning in workflow.warnings:
+            print(f"{path}: warning: {warning}", file=sys.stderr)
+        print(
+            f"{path}: ok ({len(workflow.agents)} agents, {len(workflow.edges)} handoffs, "
+            f"start {workflow.start})"
+        )
+    return 1 if failed else 0
+
+
+def _database(settings: Settings, given: str | None) -> str:
+    return given or settings.bot_database
+
+
+async def _console(settings: Settings, args: argparse.Namespace) -> int:
+    workflow = load_workflow(args.workflow or settings.bot_workflow)
+    model = make_model(settings)
+    async with SQLiteStore(_database(settings, args.database)) as store:
+        service = ConversationService(
+            workflow,
+            model,
+            store,
+            window=WindowBudget(settings.bot_window_items, settings.bot_window_tokens),
+            show_handoffs=settings.bot_show_handoffs,
+        )
+        print(f"Switchboard console: workflow {workflow.name}, {describe(model, settings)}.")
+        console = Console(
+            service,
+            thread=args.thread or new_thread_name(),
+            stdin=sys.stdin,
+            stdout=sys.stdout,
+            prompt=sys.stdin.isatty(),
+        )
+        await console.run()
+    return 0
+
+
+def _row(session: Session) -> str:
+    updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.updated_at))
+    return (
+        f"{session.id:>5}  {session.key.platform:<8} {session.key.thread:<32} "
+        f"{session.active_agent:<14} {session.status:<7} {session.item_count:>5}  {updated}"
+    )
+
+
+async def _sessions(settings: Settings, args: argparse.Namespace) -> int:
+    async with SQLiteStore(_database(settings, args.database)) as store:
+        sessions = await store.list_sessions(args.limit)
+    if not sessions:
+        print("No conversations stored yet.")
+        return 0
+    print(
+        f"{'id':>5}  {'platform':<8} {'thread':<32} {'agent':<14} {'status':<7} "
+        f"{'items':>5}  updated"
+    )
+    for session in sessions:
+        print(_row(session))
+    return 0
+
+
+async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    async with SQLiteStore(_database(settings, args.database)) as store:
+        session = await _find(store, args.session)
+        entries = await store.entries(session.id)
+    render = to_json if args.format == "json" else to_markdown
+    sys.stdout.write(render(session, entries))
+    return 0
+
+
+async def _find(store: SQLiteStore, wanted: str) -> Session:
+    if wanted.isdigit():
+        session = await store.get_session(int(wanted))
+        if session is not None:
+            return session
+    session = await store.find_thread(wanted)
+    if session is not None:
+        return session
+    raise UsageError(
+        f"no conversation {wanted!r}; give a session id or a thread name "
+        "from `python -m bot sessions`"
+    )

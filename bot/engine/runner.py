@@ -1,0 +1,258 @@
+"""The runner: one user turn as a loop of steps, yielding typed events.
+
+Each model reply is classified into a small frozen decision and the loop matches on it:
+
+1. Pick the entry agent: the last speaker if return-to-previous is on, else the start agent.
+2. Stop with a notice if the turn has used its model calls (the loop guard).
+3. Ask the model, offering the agent exactly its own handoff tools and function tools.
+4. Classify the reply: `FinalReply`, `ToolRound` (calls, at most one accepted handoff) or
+   `EmptyReply`; record it, and yield its text as an `AgentMessage`.
+5. `ToolRound`: answer every call in order (run tools; accept the first allowed handoff; refuse
+   others with an error naming the allowed targets). With a handoff, the target becomes the agent
+   and runs at once (unless the turn's handoffs are used up); without, the same agent goes again.
+6. `FinalReply`: an autonomous agent under its turn limit is prompted to continue; otherwise
+   the turn ends, `AwaitingUser`.
+7. After every step the termination condition, if any, may close the conversation.
+
+The caller persists each event's `records` before asking for the next event, so a crash between
+steps leaves a consistent transcript.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from bot.engine.events import (
+    AgentMessage,
+    AwaitingUser,
+    Closed,
+    Continued,
+    Event,
+    HandoffSent,
+    ModelCalled,
+    ToolCalled,
+    TurnStopped,
+)
+from bot.engine.handoffs import HandoffTool, handoff_reason, looks_like_handoff
+from bot.engine.tools import ToolOutput
+from bot.engine.transcript import (
+    AgentReply,
+    ContinuationPrompt,
+    Item,
+    Notice,
+    ToolOutcome,
+    view_for,
+)
+from bot.engine.workflow import Workflow
+from bot.models.base import ChatModel, ModelError, ModelReply, ModelRequest, ToolCall
+
+log = logging.getLogger(__name__)
+
+LOOP_GUARD_NOTICE = (
+    "I'm sorry, this is taking more steps than it should, so I've stopped here. "
+    "Please rephrase your request or add a detail, and I'll pick it up from there."
+)
+MODEL_ERROR_NOTICE = (
+    "I'm sorry, I couldn't reach the language model just now. Your message is saved; "
+    "please send it again in a moment."
+)
+EMPTY_REPLY_NOTICE = "I'm sorry, I have no answer to that. Could you say it another way?"
+
+
+@dataclass(frozen=True, slots=True)
+class FinalReply:
+    """Text and no tool call: the agent is done for now."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmptyReply:
+    """Neither text nor a tool call."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRound:
+    """Tool calls to answer; `handoff` is the first allowed handoff among them, if any."""
+
+    calls: tuple[ToolCall, ...]
+    handoff: tuple[ToolCall, HandoffTool] | None
+
+
+Decision = FinalReply | EmptyReply | ToolRound
+
+
+class Runner:
+    """Runs user turns of one workflow on one injected model."""
+
+    def __init__(self, workflow: Workflow, model: ChatModel) -> None:
+        self.workflow = workflow
+        self.model = model
+
+    async def run(self, history: Sequence[Item], active: str | None) -> AsyncIterator[Event]:
+        """Run one user turn over `history` (which ends with the user's message)."""
+        workflow = self.workflow
+        items = list(history)
+        agent = workflow.entry_agent(active)
+        model_calls = handoffs = 0
+        continuations: dict[str, int] = {}
+        while True:
+            if model_calls >= workflow.limits.max_model_calls:
+                log.warning("loop guard: %d model calls in one turn, stopping", model_calls)
+                yield TurnStopped(agent, "max_model_calls", Notice(LOOP_GUARD_NOTICE))
+                return
+            try:
+                reply = await self.model.complete(self._request(agent, items))
+            except ModelError as exc:
+                log.warning("model call for %s failed: %s", agent, exc)
+                yield TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
+                return
+            model_calls += 1
+            decision = self._classify(agent, reply)
+            record = AgentReply(agent, reply.text or None, reply.tool_calls)
+            items.append(record)
+            yield ModelCalled(agent, record, self._model_name(agent), reply.usage)
+            if reply.text and reply.text.strip():
+                yield AgentMessage(agent, reply.text)
+            match decision:
+                case EmptyReply():
+                    yield TurnStopped(agent, "empty_reply", Notice(EMPTY_REPLY_NOTICE))
+                    return
+                case ToolRound(calls=calls, handoff=accepted):
+                    if accepted is not None and handoffs >= workflow.limits.max_handoffs:
+                        log.warning("loop guard: %d handoffs in one turn, stopping", handoffs)
+                        for event in await self._answer(agent, calls, accepted, refuse_all=True):
+                            items.extend(event.records)
+                            yield event
+                        yield TurnStopped(agent, "max_handoffs", Notice(LOOP_GUARD_NOTICE))
+                        return
+                    for event in await self._answer(agent, calls, accepted):
+                        items.extend(event.records)
+                        yield event
+                    if accepted is not None:
+                        handoffs += 1
+                        agent = accepted[1].target
+                case FinalReply():
+                    autonomy = workflow.autonomy.get(agent)
+                    done = continuations.get(agent, 0)
+                    if autonomy is None or done >= autonomy.turn_limit:
+                        if not self._terminated(items):
+                            yield AwaitingUser(agent)
+                            return
+                    else:
+                        continuations[agent] = done + 1
+                        prompt = ContinuationPrompt(agent, autonomy.prompt)
+                        items.append(prompt)
+                        yield Continued(agent, prompt)
+            if self._terminated(items):
+                yield Closed(agent)
+                return
+
+    def _request(self, agent: str, items: Sequence[Item]) -> ModelRequest:
+        spec = self.workflow.agent(agent)
+        tools = tuple(tool.spec for tool in self.workflow.handoffs(agent))
+        tools += tuple(tool.spec for tool in spec.function_tools)
+        messages = view_for(agent, _instructions(self.workflow, agent), items)
+        return ModelRequest(agent, messages, tools, self._model_name(agent))
+
+    def _model_name(self, agent: str) -> str | None:
+        return self.workflow.agent(agent).model
+
+    def _classify(self, agent: str, reply: ModelReply) -> Decision:
+        if reply.tool_calls:
+            allowed = {tool.name: tool for tool in self.workflow.handoffs(agent)}
+            accepted = next(
+                ((call, allowed[call.name]) for call in reply.tool_calls if call.name in allowed),
+                None,
+            )
+            return ToolRound(reply.tool_calls, accepted)
+        if reply.text and reply.text.strip():
+            return FinalReply(reply.text)
+        return EmptyReply()
+
+    async def _answer(
+        self,
+        agent: str,
+        calls: Sequence[ToolCall],
+        accepted: tuple[ToolCall, HandoffTool] | None,
+        *,
+        refuse_all: bool = False,
+    ) -> list[ToolCalled | HandoffSent]:
+        """Give every call a result, in order; the accepted handoff becomes a `HandoffSent`."""
+        events: list[ToolCalled | HandoffSent] = []
+        tools = {tool.name: tool for tool in self.workflow.agent(agent).function_tools}
+        for call in calls:
+            if accepted is not None and call is accepted[0] and not refuse_all:
+                target = accepted[1].target
+                outcome = ToolOutcome(agent, call.id, call.name, f"Handed off to {target}.")
+                events.append(HandoffSent(agent, target, handoff_reason(call.arguments), outcome))
+                continue
+            if call.name in tools:
+                output = await tools[call.name].invoke(call.arguments)
+            else:
+                output = self._refusal(agent, call, accepted, refuse_all)
+            outcome = ToolOutcome(agent, call.id, call.name, output.content, output.is_error)
+            events.append(ToolCalled(agent, outcome))
+        return events
+
+    def _refusal(
+        self,
+        agent: str,
+        call: ToolCall,
+        accepted: tuple[ToolCall, HandoffTool] | None,
+        refuse_all: bool,
+    ) -> ToolOutput:
+        allowed = self.workflow.handoffs(agent)
+        if refuse_all and accepted is not None and call is accepted[0]:
+            text = "Error: the handoff limit for this turn is reached; no handoff was made."
+        elif accepted is not None and call.name in {tool.name for tool in allowed}:
+            text = (
+                "Error: only one handoff per reply; the conversation was already handed to "
+                f"{accepted[1].target}."
+            )
+        elif looks_like_handoff(call.name):
+            log.warning("refused handoff %s from %s: not a declared edge", call.name, agent)
+            names = ", ".join(tool.name for tool in allowed)
+            text = (
+                f"Error: {call.name} is not available to {agent}. "
+                + (f"Allowed handoffs: {names}." if names else f"{agent} cannot hand off.")
+                + " No handoff was made."
+            )
+        else:
+            names = ", ".join(
+                [tool.name for tool in allowed]
+                + [tool.name for tool in self.workflow.agent(agent).function_tools]
+            )
+            text = (
+                f"Error: there is no tool named {call.name!r}. Available tools: {names or 'none'}."
+            )
+        return ToolOutput(text, is_error=True)
+
+    def _terminated(self, items: Sequence[Item]) -> bool:
+        condition = self.workflow.termination
+        return condition is not None and bool(condition(items))
+
+
+def _instructions(workflow: Workflow, agent: str) -> str:
+    """The agent's instructions, plus what it needs to know about the handoff tools."""
+    spec = workflow.agent(agent)
+    parts = [f"You are {agent}, one of several agents serving the same support conversation."]
+    if spec.instructions:
+        parts.append(spec.instructions.strip())
+    targets = workflow.handoffs(agent)
+    if targets:
+        parts.append(
+            "To pass the conversation to another agent, call its handoff tool ("
+            + ", ".join(tool.name for tool in targets)
+            + "). Call the tool instead of telling the user you will transfer them; the other "
+            "agent answers right away. Messages from other agents appear prefixed with their "
+            "name in brackets; never write such a prefix yourself."
+        )
+    else:
+        parts.append(
+            "You cannot hand the conversation to anyone else. Messages from other agents appear "
+            "prefixed with their name in brackets; never write such a prefix yourself."
+        )
+    return "\n\n".join(parts)

@@ -1,0 +1,356 @@
+"""The declared graph of agents: `HandoffBuilder` collects it, `Workflow` is the validated value.
+
+Validation happens in `build()` and reports every problem at once, each with a field path in the
+terms of the YAML file (`agents[1].name`, `handoffs[0].to[2]`, ...) so that the loader can name the
+file too. For the builder, `handoffs[i]` is the i-th `add_handoff` call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from bot.engine.agents import Agent
+from bot.engine.errors import Problem, WorkflowError
+from bot.engine.handoffs import Edge, HandoffTool, handoff_tool_name
+from bot.engine.transcript import Item
+
+log = logging.getLogger(__name__)
+
+TerminationCondition = Callable[[Sequence[Item]], bool]
+AgentRef = Agent | str
+
+DEFAULT_CONTINUATION = (
+    "The user has not replied yet. Continue the task on your own: take the next step, or hand "
+    "off if another agent should take over."
+)
+DEFAULT_TURN_LIMIT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-user-turn guards against runaway routing."""
+
+    max_handoffs: int = 5
+    max_model_calls: int = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Autonomy:
+    """Autonomous mode for one agent: the continuation prompt and how many times it is sent."""
+
+    prompt: str = DEFAULT_CONTINUATION
+    turn_limit: int = DEFAULT_TURN_LIMIT
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A validated, immutable handoff workflow. Build one with `HandoffBuilder`."""
+
+    name: str
+    agents: Mapping[str, Agent]
+    start: str
+    edges: tuple[Edge, ...]
+    return_to_previous: bool = True
+    autonomy: Mapping[str, Autonomy] = field(default_factory=lambda: MappingProxyType({}))
+    termination: TerminationCondition | None = None
+    limits: Limits = Limits()
+    warnings: tuple[str, ...] = ()
+    _handoffs: Mapping[str, tuple[HandoffTool, ...]] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False
+    )
+
+    def agent(self, name: str) -> Agent:
+        """The agent called `name`; an unknown name (e.g. from an old session) is an error."""
+        try:
+            return self.agents[name]
+        except KeyError:
+            known = ", ".join(self.agents)
+            raise WorkflowError(
+                [Problem("agent", f"no agent named {name!r}", f"use one of: {known}")]
+            ) from None
+
+    def handoffs(self, source: str) -> tuple[HandoffTool, ...]:
+        """The handoff tools `source` is offered: exactly its own outbound edges."""
+        return self._handoffs.get(source, ())
+
+    def targets(self, source: str) -> tuple[str, ...]:
+        """Names of the agents `source` may hand off to."""
+        return tuple(tool.target for tool in self.handoffs(source))
+
+    def is_terminal(self, name: str) -> bool:
+        """An agent with no outbound edges can never hand off."""
+        return not self._handoffs.get(name)
+
+    def entry_agent(self, active: str | None) -> str:
+        """Who takes the next user message: the last speaker, or the start agent."""
+        if self.return_to_previous and active is not None and active in self.agents:
+            return active
+        return self.start
+
+
+class HandoffBuilder:
+    """Collects agents, edges and options, then `build()`s a validated `Workflow`.
+
+    Shaped like Agent Framework's builder:
+    `HandoffBuilder(participants=[...]).with_start_agent(a).add_handoff(a, [b, c]).build()`.
+    """
+
+    def __init__(self, participants: Sequence[Agent] = (), *, name: str = "workflow") -> None:
+        self._name = name
+        self._participants = list(participants)
+        self._start: str | None = None
+        self._groups: list[tuple[str, tuple[str, ...], str | None]] = []
+        self._return_to_previous = True
+        self._autonomy: tuple[Sequence[AgentRef] | None, Mapping[str, str], Mapping[str, int]]
+        self._autonomy = ((), {}, {})
+        self._termination: TerminationCondition | None = None
+        self._limits = Limits()
+
+    def participants(self, agents: Iterable[Agent]) -> HandoffBuilder:
+        """Add agents to the workflow."""
+        self._participants.extend(agents)
+        return self
+
+    def with_start_agent(self, agent: AgentRef) -> HandoffBuilder:
+        """The agent that receives a new conversation's first message."""
+        self._start = _name(agent)
+        return self
+
+    def add_handoff(
+        self,
+        source: AgentRef,
+        targets: AgentRef | Sequence[AgentRef],
+        description: str | None = None,
+    ) -> HandoffBuilder:
+        """Declare edges `source -> target` for each target; `description` is the routing reason."""
+        listed = [targets] if isinstance(targets, Agent | str) else list(targets)
+        self._groups.append((_name(source), tuple(_name(t) for t in listed), description))
+        return self
+
+    def enable_return_to_previous(self, enabled: bool = True) -> HandoffBuilder:
+        """Send the user's next message to the agent that spoke last (on by default)."""
+        self._return_to_previous = enabled
+        return self
+
+    def with_autonomous_mode(
+        self,
+        agents: Sequence[AgentRef] | None = None,
+        prompts: Mapping[str, str] | None = None,
+        turn_limits: Mapping[str, int] | None = None,
+    ) -> HandoffBuilder:
+        """Let agents continue without the user; `agents=None` means every agent."""
+        self._autonomy = (agents, dict(prompts or {}), dict(turn_limits or {}))
+        return self
+
+    def with_termination_condition(self, condition: TerminationCondition) -> HandoffBuilder:
+        """End the conversation when `condition(transcript)` is true after a step."""
+        self._termination = condition
+        return self
+
+    def with_limits(self, *, max_handoffs: int = 5, max_model_calls: int = 12) -> HandoffBuilder:
+        """Set the loop guard: at most this many handoffs and model calls per user turn."""
+        self._limits = Limits(max_handoffs, max_model_calls)
+        return self
+
+    def build(self) -> Workflow:
+        """Validate everything and return the immutable `Workflow`; raise `WorkflowError`."""
+        problems: list[Problem] = []
+        agents = self._check_agents(problems)
+        start = self._check_start(agents, problems)
+        edges = self._check_edges(agents, problems)
+        autonomy = self._check_autonomy(agents, problems)
+        if self._termination is not None and not callable(self._termination):
+            problems.append(
+                Problem("termination", "is not callable", "pass a function(transcript) -> bool")
+            )
+        for label, value in (
+            ("max_handoffs_per_turn", self._limits.max_handoffs),
+            ("max_model_calls_per_turn", self._limits.max_model_calls),
+        ):
+            if value < 1:
+                problems.append(Problem(label, f"must be at least 1, got {value}", "raise it"))
+        handoffs = _synthesise(agents, edges, problems)
+        if problems:
+            raise WorkflowError(problems)
+        assert start is not None
+        return Workflow(
+            name=self._name,
+            agents=MappingProxyType(agents),
+            start=start,
+            edges=edges,
+            return_to_previous=self._return_to_previous,
+            autonomy=MappingProxyType(autonomy),
+            termination=self._termination,
+            limits=self._limits,
+            warnings=_unreachable(agents, start, edges),
+            _handoffs=MappingProxyType(handoffs),
+        )
+
+    def _check_agents(self, problems: list[Problem]) -> dict[str, Agent]:
+        agents: dict[str, Agent] = {}
+        if not self._participants:
+            problems.append(Problem("agents", "no agents declared", "declare at least one agent"))
+        for index, agent in enumerate(self._participants):
+            where = f"agents[{index}].name"
+            if not agent.name.strip():
+                problems.append(Problem(where, "is empty", "give every agent a name"))
+            elif agent.name in agents:
+                problems.append(
+                    Problem(where, f"duplicate agent name {agent.name!r}", "make names unique")
+                )
+            else:
+                agents[agent.name] = agent
+        return agents
+
+    def _check_start(self, agents: Mapping[str, Agent], problems: list[Problem]) -> str | None:
+        if self._start is None:
+            if agents:
+                problems.append(
+                    Problem("start", "no start agent", f"set start to one of: {_list(agents)}")
+                )
+            return None
+        if self._start not in agents:
+            problems.append(
+                Problem("start", f"unknown agent {self._start!r}", f"use one of: {_list(agents)}")
+            )
+            return None
+        return self._start
+
+    def _check_edges(
+        self, agents: Mapping[str, Agent], problems: list[Problem]
+    ) -> tuple[Edge, ...]:
+        if not self._groups:
+            # The default mesh: everyone may hand off to everyone else.
+            return tuple(Edge(s, t) for s in agents for t in agents if s != t)
+        edges: dict[tuple[str, str], Edge] = {}
+        for index, (source, targets, reason) in enumerate(self._groups):
+            if source not in agents:
+                problems.append(
+                    Problem(
+                        f"handoffs[{index}].from",
+                        f"unknown agent {source!r}",
+                        f"use one of: {_list(agents)}",
+                    )
+                )
+            if not targets:
+                problems.append(
+                    Problem(f"handoffs[{index}].to", "lists no agents", "name one or more targets")
+                )
+            for position, target in enumerate(targets):
+                where = f"handoffs[{index}].to[{position}]"
+                if target not in agents:
+                    problems.append(
+                        Problem(where, f"unknown agent {target!r}", f"use one of: {_list(agents)}")
+                    )
+                elif target == source:
+                    problems.append(
+                        Problem(where, f"{source!r} hands off to itself", "remove the self-edge")
+                    )
+                elif (source, target) in edges:
+                    problems.append(
+                        Problem(where, f"edge {source} -> {target} is declared twice", "keep one")
+                    )
+                elif source in agents:
+                    edges[(source, target)] = Edge(source, target, reason)
+        return tuple(edges.values())
+
+    def _check_autonomy(
+        self, agents: Mapping[str, Agent], problems: list[Problem]
+    ) -> dict[str, Autonomy]:
+        chosen, prompts, limits = self._autonomy
+        names = list(agents) if chosen is None else [_name(agent) for agent in chosen]
+        result: dict[str, Autonomy] = {}
+        for name in names:
+            if name not in agents:
+                problems.append(
+                    Problem("autonomous.agents", f"unknown agent {name!r}", f"use: {_list(agents)}")
+                )
+                continue
+            limit = limits.get(name, DEFAULT_TURN_LIMIT)
+            if limit < 1:
+                problems.append(
+                    Problem(
+                        f"autonomous.turn_limits.{name}",
+                        f"must be at least 1, got {limit}",
+                        "set a positive number of turns",
+                    )
+                )
+            result[name] = Autonomy(prompts.get(name, DEFAULT_CONTINUATION), limit)
+        for label, mapping in (("prompts", prompts), ("turn_limits", limits)):
+            for name in mapping:
+                if name not in result and name in agents:
+                    problems.append(
+                        Problem(
+                            f"autonomous.{label}.{name}",
+                            "agent is not autonomous",
+                            "add it to autonomous.agents",
+                        )
+                    )
+                elif name not in agents:
+                    problems.append(
+                        Problem(
+                            f"autonomous.{label}.{name}",
+                            f"unknown agent {name!r}",
+                            f"use one of: {_list(agents)}",
+                        )
+                    )
+        return result
+
+
+def _synthesise(
+    agents: Mapping[str, Agent], edges: tuple[Edge, ...], problems: list[Problem]
+) -> dict[str, tuple[HandoffTool, ...]]:
+    """One handoff tool per outbound edge; clashing tool names are build errors."""
+    handoffs: dict[str, list[HandoffTool]] = {name: [] for name in agents}
+    for edge in edges:
+        target = agents[edge.target]
+        description = edge.reason or target.description or f"Hand off to {edge.target}."
+        handoffs[edge.source].append(
+            HandoffTool(handoff_tool_name(edge.target), edge.target, description)
+        )
+    for name, tools in handoffs.items():
+        owners = {tool.name: f"its tool {tool.name!r}" for tool in agents[name].function_tools}
+        for tool in tools:
+            if tool.name in owners:
+                problems.append(
+                    Problem(
+                        f"agents.{name}",
+                        f"handoff tool {tool.name!r} (to {tool.target!r}) clashes with "
+                        f"{owners[tool.name]}",
+                        "rename one of the agents or tools",
+                    )
+                )
+            owners.setdefault(tool.name, f"the handoff to {tool.target!r}")
+    return {name: tuple(tools) for name, tools in handoffs.items()}
+
+
+def _unreachable(
+    agents: Mapping[str, Agent], start: str, edges: tuple[Edge, ...]
+) -> tuple[str, ...]:
+    reached = {start}
+    frontier = [start]
+    while frontier:
+        source = frontier.pop()
+        for edge in edges:
+            if edge.source == source and edge.target not in reached:
+                reached.add(edge.target)
+                frontier.append(edge.target)
+    missing = [name for name in agents if name not in reached]
+    warnings = tuple(
+        f"agent {name!r} cannot be reached from the start agent {start!r}; add a handoff to it"
+        for name in missing
+    )
+    for warning in warnings:
+        log.warning("workflow: %s", warning)
+    return warnings
+
+
+def _name(agent: AgentRef) -> str:
+    return agent if isinstance(agent, str) else agent.name
+
+
+def _list(agents: Iterable[str]) -> str:
+    return ", ".join(sorted(agents)) or "(none declared)"

@@ -1,0 +1,32 @@
+"""Language models behind the `ChatModel` protocol.
+
+`OpenAIChatModel` lives in `bot.models.openai` and is imported only when chosen, so importing
+this package never imports the `openai` library.
+"""
+
+from bot.models.base import (
+    ChatMessage,
+    ChatModel,
+    ModelError,
+    ModelReply,
+    ModelRequest,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from bot.models.offline import OfflineModel
+from bot.models.scripted import ScriptedModel, ScriptExhausted
+
+__all__ = [
+    "ChatMessage",
+    "ChatModel",
+    "ModelError",
+    "ModelReply",
+    "ModelRequest",
+    "OfflineModel",
+    "ScriptExhausted",
+    "ScriptedModel",
+    "ToolCall",
+    "ToolSpec",
+    "Usage",
+]

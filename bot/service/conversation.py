@@ -1,0 +1,151 @@
+"""`ConversationService`: from an incoming message to stored steps and posts under personas."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.engine.events import (
+    AgentMessage,
+    Closed,
+    Event,
+    HandoffSent,
+    TurnStopped,
+)
+from bot.engine.runner import Runner
+from bot.engine.transcript import Item, Notice, UserTurn, trim_window
+from bot.engine.workflow import Workflow
+from bot.models.base import ChatModel
+from bot.service.lanes import Lanes
+from bot.service.messages import IncomingMessage, Post, TurnResult
+from bot.store.base import Session, SessionKey, SessionStore, Status
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Post], Awaitable[None]]
+
+CLOSED_TEXT = "This conversation is closed. Mention me to start a new one."
+ENDED_TEXT = "Conversation ended. Your next message to me starts a new one."
+
+
+@dataclass(frozen=True, slots=True)
+class WindowBudget:
+    """How much history a turn loads: at most `items` entries, about `tokens` tokens."""
+
+    items: int = 200
+    tokens: int = 6000
+
+
+class ConversationService:
+    """Dedupe, find or open the thread's session, run the turn, persist each step, post."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        model: ChatModel,
+        store: SessionStore,
+        *,
+        window: WindowBudget | None = None,
+        show_handoffs: bool = True,
+    ) -> None:
+        self.workflow = workflow
+        self.store = store
+        self.window = window or WindowBudget()
+        self.show_handoffs = show_handoffs
+        self._runner = Runner(workflow, model)
+        self._lanes = Lanes()
+
+    async def handle(self, message: IncomingMessage, *, emit: Emit | None = None) -> TurnResult:
+        """Answer one incoming message exactly once; `emit` receives posts as they happen."""
+        if message.event_id and await self.store.seen_event(message.platform, message.event_id):
+            return TurnResult(None, duplicate=True)
+        async with self._lanes.hold(message.key):
+            session = await self.store.find_session(message.key)
+            if session is None or session.status == "closed":
+                if not message.mentioned:
+                    return TurnResult(session, ignored=True)
+                session = await self.store.open_session(
+                    message.key, self.workflow.name, self.workflow.start
+                )
+                log.info("session %s opened (%s)", message.key, self.workflow.name)
+            event = (message.platform, message.event_id) if message.event_id else None
+            stored = await self.store.append(
+                session.id, [UserTurn(message.text, message.author)], event=event
+            )
+            if stored is None:
+                return TurnResult(session, duplicate=True)
+            return await self._run(stored, emit)
+
+    async def end(self, key: SessionKey, *, by: str = "user") -> TurnResult:
+        """Close the thread's open conversation at the user's request."""
+        async with self._lanes.hold(key):
+            session = await self.store.find_session(key)
+            if session is None or session.status == "closed":
+                return TurnResult(session, ignored=True)
+            closed = await self.store.append(
+                session.id, [Notice(f"Conversation ended by {by}.")], status="closed"
+            )
+            log.info("session %s ended by %s", key, by)
+            post = Post("notice", ENDED_TEXT, self.workflow.agent(self.workflow.start).display)
+            return TurnResult(closed, (post,))
+
+    async def owns(self, key: SessionKey) -> bool:
+        """Whether the thread has an open conversation (adapters answer un-mentioned messages)."""
+        session = await self.store.find_session(key)
+        return session is not None and session.status == "open"
+
+    async def _run(self, session: Session, emit: Emit | None) -> TurnResult:
+        posts: list[Post] = []
+        history = await self._history(session)
+        async for event in self._runner.run(history, session.active_agent):
+            session = await self._persist(session, event)
+            post = self._post(session, event)
+            if post is not None:
+                posts.append(post)
+                if emit is not None:
+                    await emit(post)
+        return TurnResult(session, tuple(posts))
+
+    async def _history(self, session: Session) -> list[Item]:
+        """The recent window the prompt needs, always with the conversation's first message."""
+        entries = await self.store.recent(session.id, self.window.items)
+        items = trim_window([entry.item for entry in entries], self.window.tokens)
+        # The kept items are a suffix of the loaded entries.
+        oldest = entries[len(entries) - len(items)].seq if items else None
+        if entries and (oldest is None or oldest > 1):
+            first = await self.store.first_user_entry(session.id)
+            if first is not None and (oldest is None or first.seq < oldest):
+                items.insert(0, first.item)
+        return items
+
+    async def _persist(self, session: Session, event: Event) -> Session:
+        active = event.target if isinstance(event, HandoffSent) else None
+        status: Status | None = "closed" if isinstance(event, Closed) else None
+        if not event.records and active is None and status is None:
+            return session
+        stored = await self.store.append(
+            session.id, event.records, active_agent=active, status=status
+        )
+        assert stored is not None
+        return stored
+
+    def _post(self, session: Session, event: Event) -> Post | None:
+        match event:
+            case AgentMessage(agent=agent, text=text):
+                return Post("reply", text, self.workflow.agent(agent).display, agent)
+            case HandoffSent(source=source, target=target, reason=reason):
+                log.info("session %s: %s handed off to %s", session.key, source, target)
+                if not self.show_handoffs:
+                    return None
+                because = f": {reason}" if reason else ""
+                text = f"{source} handed you to {target}{because}"
+                return Post("handoff", text, self.workflow.agent(target).display, target)
+            case TurnStopped(agent=agent, cause=cause, notice=notice):
+                log.warning("session %s: turn stopped (%s) at %s", session.key, cause, agent)
+                return Post("notice", notice.text, self.workflow.agent(agent).display, agent)
+            case Closed(agent=agent):
+                log.info("session %s closed by the termination condition", session.key)
+                return Post("notice", CLOSED_TEXT, self.workflow.agent(agent).display, agent)
+            case _:
+                return None

@@ -1,0 +1,78 @@
+"""A stored conversation as Markdown (for people) or JSON (for programs)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bot.engine.transcript import (
+    AgentReply,
+    ContinuationPrompt,
+    HandoffRecord,
+    Notice,
+    ToolOutcome,
+    UserTurn,
+    item_to_dict,
+)
+from bot.store.base import Entry, Session
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
+def to_json(session: Session, entries: Sequence[Entry]) -> str:
+    """The session and every transcript entry, as one JSON document."""
+    document: dict[str, Any] = {
+        "session": {
+            "id": session.id,
+            "platform": session.key.platform,
+            "channel": session.key.channel,
+            "thread": session.key.thread,
+            "workflow": session.workflow,
+            "active_agent": session.active_agent,
+            "status": session.status,
+            "created_at": session.created_at,
+            "updated_at": session.updated_at,
+        },
+        "transcript": [
+            {"seq": entry.seq, "at": entry.at, "kind": entry.item.kind, **item_to_dict(entry.item)}
+            for entry in entries
+        ],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def to_markdown(session: Session, entries: Sequence[Entry]) -> str:
+    """A readable transcript: who said what, handoffs, and tool calls with their results."""
+    lines = [
+        f"# Conversation {session.id}: {session.key}",
+        "",
+        f"Workflow `{session.workflow}`, status **{session.status}**, "
+        f"active agent **{session.active_agent}**, last update {_when(session.updated_at)}.",
+        "",
+    ]
+    for entry in entries:
+        stamp = _when(entry.at)
+        match entry.item:
+            case UserTurn(text=text, author=author):
+                lines.append(f"**{author}** ({stamp}): {text}")
+            case AgentReply(agent=agent, text=text, tool_calls=calls):
+                if text:
+                    lines.append(f"**{agent}** ({stamp}): {text}")
+                for call in calls:
+                    lines.append(f"- _{agent} called `{call.name}` with `{call.arguments}`_")
+            case ToolOutcome(name=name, content=content, is_error=is_error):
+                label = "error" if is_error else "result"
+                lines.append(f"- _{name} {label}: {content}_")
+            case HandoffRecord(source=source, target=target, reason=reason):
+                because = f": {reason}" if reason else ""
+                lines.append(f"> {source} handed the conversation to {target}{because}")
+            case ContinuationPrompt(agent=agent):
+                lines.append(f"- _{agent} was prompted to continue on its own_")
+            case Notice(text=text):
+                lines.append(f"> Notice: {text}")
+        lines.append("")
+    return "\n".join(lines)

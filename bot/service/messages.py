@@ -1,0 +1,52 @@
+"""What adapters hand the service, and what the service hands back to post."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bot.engine.agents import Persona
+from bot.store.base import Session, SessionKey
+
+PostKind = Literal["reply", "handoff", "notice"]
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A user's message, already translated from the platform's payload.
+
+    `mentioned` says the bot was addressed directly (a mention, a DM, the console): only such a
+    message starts a conversation in a thread that has none open.
+    """
+
+    platform: str
+    channel: str
+    thread: str
+    text: str
+    event_id: str | None = None
+    author: str = "user"
+    mentioned: bool = True
+
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.platform, self.channel, self.thread)
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """One message the adapter should post in the thread, and as whom."""
+
+    kind: PostKind
+    text: str
+    persona: Persona
+    agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """The outcome of handling one incoming message."""
+
+    session: Session | None
+    posts: tuple[Post, ...] = field(default=())
+    duplicate: bool = False
+    ignored: bool = False

@@ -1,0 +1,67 @@
+"""Configuration, read once from the environment (and an optional `.env`) into a frozen object.
+
+`load_settings` is the only place that reads the process environment; everything else is given a
+`Settings`. Secrets are `SecretStr`, so they print as `**********` in logs and errors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or malformed; the message says which and how to fix."""
+
+
+class Settings(BaseModel):
+    """Every setting Switchboard reads, by its environment variable name (lower-cased)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4.1-mini"
+    openai_temperature: float | None = None
+    openai_timeout: float = Field(default=60.0, gt=0)
+    openai_max_retries: int = Field(default=3, ge=0)
+    openai_parallel_tool_calls: bool | None = False
+    openai_tool_choice: str | None = None
+    bot_workflow: Path = Path("workflows/ecommerce.yaml")
+    bot_database: str = "data/switchboard.db"
+    bot_window_items: int = Field(default=200, ge=2)
+    bot_window_tokens: int = Field(default=6000, ge=100)
+    bot_show_handoffs: bool = True
+    bot_log_level: str = "WARNING"
+
+    @property
+    def has_real_model(self) -> bool:
+        """Whether an OpenAI key or an OpenAI-compatible base URL is configured."""
+        key = self.openai_api_key.get_secret_value() if self.openai_api_key else ""
+        return bool(key or self.openai_base_url)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> Settings:
+    """Build `Settings` from `environ` (default: the process environment) over `env_file`."""
+    source: dict[str, Any] = {}
+    if env_file is not None and Path(env_file).is_file():
+        source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    source.update(os.environ if environ is None else environ)
+    names = Settings.model_fields
+    values = {key.lower(): value for key, value in source.items() if key.lower() in names}
+    values = {key: value for key, value in values.items() if value != ""}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            lines.append(f"{name}: {error['msg']} (fix the variable in the environment or .env)")
+        raise SettingsError("\n".join(lines)) from None

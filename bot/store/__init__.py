@@ -1,0 +1,6 @@
+"""Durable conversations: the `SessionStore` protocol and its SQLite implementation."""
+
+from bot.store.base import Entry, Session, SessionKey, SessionStore, Status, StoreError
+from bot.store.sqlite import SQLiteStore
+
+__all__ = ["Entry", "SQLiteStore", "Session", "SessionKey", "SessionStore", "Status", "StoreError"]

@@ -1,0 +1,113 @@
+"""The `SessionStore` protocol and the values it deals in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from bot.engine.transcript import Item
+
+Status = Literal["open", "closed"]
+
+
+class StoreError(Exception):
+    """The store failed; the message names the operation and never holds user text."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """Where a conversation lives: a platform, a channel, and a thread in it."""
+
+    platform: str
+    channel: str
+    thread: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.channel}:{self.thread}"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A stored conversation: who holds it, whether it is open, and its size."""
+
+    id: int
+    key: SessionKey
+    workflow: str
+    active_agent: str
+    status: Status
+    item_count: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A transcript item as stored: its position and time."""
+
+    seq: int
+    at: float
+    item: Item
+
+
+class SessionStore(Protocol):
+    """Durable sessions: one open session per thread, an append-only transcript, event dedupe."""
+
+    async def open(self) -> None:
+        """Connect and migrate the schema."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and close."""
+        ...
+
+    async def find_session(self, key: SessionKey) -> Session | None:
+        """The latest session of a thread, open or closed."""
+        ...
+
+    async def get_session(self, session_id: int) -> Session | None:
+        """A session by id."""
+        ...
+
+    async def find_thread(self, thread: str) -> Session | None:
+        """The latest session of a thread name on any platform or channel (for the CLI)."""
+        ...
+
+    async def open_session(self, key: SessionKey, workflow: str, agent: str) -> Session:
+        """Start a new conversation in a thread (any open one there must be closed first)."""
+        ...
+
+    async def append(
+        self,
+        session_id: int,
+        items: Sequence[Item],
+        *,
+        active_agent: str | None = None,
+        status: Status | None = None,
+        event: tuple[str, str] | None = None,
+    ) -> Session | None:
+        """Atomically: claim `event` (platform, id), append items, update agent and status.
+
+        Returns None, changing nothing, when the event was already claimed.
+        """
+        ...
+
+    async def seen_event(self, platform: str, event_id: str) -> bool:
+        """Whether an inbound event id was already claimed."""
+        ...
+
+    async def recent(self, session_id: int, limit: int) -> list[Entry]:
+        """The last `limit` transcript entries, oldest first."""
+        ...
+
+    async def first_user_entry(self, session_id: int) -> Entry | None:
+        """The conversation's first user message."""
+        ...
+
+    async def entries(self, session_id: int) -> list[Entry]:
+        """The whole transcript (for export; never on the turn path)."""
+        ...
+
+    async def list_sessions(self, limit: int = 50) -> list[Session]:
+        """Sessions, most recently updated first."""
+        ...

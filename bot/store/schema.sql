@@ -1,0 +1,40 @@
+-- Switchboard's SQLite schema. Each "-- version N" block migrates from N-1 to N;
+-- PRAGMA user_version records the version reached. Never edit a released block: add one.
+
+-- version 1
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY,
+    platform TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    thread TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    active_agent TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+    item_count INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX sessions_by_thread ON sessions (platform, channel, thread, id);
+CREATE UNIQUE INDEX sessions_one_open_per_thread
+    ON sessions (platform, channel, thread) WHERE status = 'open';
+CREATE INDEX sessions_by_update ON sessions (updated_at);
+CREATE INDEX sessions_by_thread_name ON sessions (thread, id);
+
+CREATE TABLE items (
+    session_id INTEGER NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('user', 'agent', 'tool', 'handoff', 'prompt', 'notice')),
+    agent TEXT,
+    body TEXT NOT NULL CHECK (json_valid(body)),
+    created_at REAL NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE inbound_events (
+    platform TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    session_id INTEGER REFERENCES sessions (id) ON DELETE CASCADE,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (platform, event_id)
+) WITHOUT ROWID;
+CREATE INDEX inbound_events_by_time ON inbound_events (received_at);
