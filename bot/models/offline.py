@@ -170,9 +170,13 @@ def _words(text: str) -> set[str]:
 
 
 def _stem(word: str) -> str:
+    """A crude English stemmer: enough that "returns", "returned" and "return" meet."""
     for suffix in ("ing", "ed", "s"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
+            word = word[: -len(suffix)]
+            if suffix != "s" and len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiou":
+                word = word[:-1]  # shipping -> ship, cancelled -> cancel
+            break
     return word
 
 

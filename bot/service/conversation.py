@@ -19,12 +19,16 @@ from bot.engine.workflow import Workflow
 from bot.models.base import ChatModel
 from bot.service.lanes import Lanes
 from bot.service.messages import IncomingMessage, Post, TurnResult
-from bot.store.base import Session, SessionKey, SessionStore, Status
+from bot.store.base import Session, SessionKey, SessionStore, Status, StoreError
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Post], Awaitable[None]]
 
+FAILED_TEXT = (
+    "I'm sorry, something went wrong on my side while answering. Your message is saved; "
+    "please try again in a moment."
+)
 CLOSED_TEXT = "This conversation is closed. Mention me to start a new one."
 ENDED_TEXT = "Conversation ended. Your next message to me starts a new one."
 
@@ -97,15 +101,31 @@ class ConversationService:
 
     async def _run(self, session: Session, emit: Emit | None) -> TurnResult:
         posts: list[Post] = []
-        history = await self._history(session)
-        async for event in self._runner.run(history, session.active_agent):
-            session = await self._persist(session, event)
-            post = self._post(session, event)
+
+        async def publish(post: Post | None) -> None:
             if post is not None:
                 posts.append(post)
                 if emit is not None:
                     await emit(post)
+
+        try:
+            history = await self._history(session)
+            async for event in self._runner.run(history, session.active_agent):
+                session = await self._persist(session, event)
+                await publish(self._post(session, event))
+        except StoreError:
+            raise
+        except Exception:
+            # Every step already stored is consistent on its own; say so honestly and go on.
+            log.exception("session %s: turn failed", session.key)
+            session = await self._persist_notice(session, "Turn failed: internal error.")
+            persona = self.workflow.agent(self.workflow.entry_agent(session.active_agent)).display
+            await publish(Post("notice", FAILED_TEXT, persona))
         return TurnResult(session, tuple(posts))
+
+    async def _persist_notice(self, session: Session, text: str) -> Session:
+        stored = await self.store.append(session.id, [Notice(text)])
+        return stored or session
 
     async def _history(self, session: Session) -> list[Item]:
         """The recent window the prompt needs, always with the conversation's first message."""

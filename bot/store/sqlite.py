@@ -67,8 +67,11 @@ class SQLiteStore:
                 await self._db.execute(pragma)
             await self._migrate()
             await self._prune_events()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+        except BaseException as exc:
+            await self.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+            raise
 
     async def close(self) -> None:
         """Close the connection (safe to call twice)."""

@@ -1,0 +1,21 @@
+"""Fixtures shared by every tier: a real SQLite store on a temporary file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.store import SQLiteStore
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "switchboard.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    async with SQLiteStore(db_path) as opened:
+        yield opened

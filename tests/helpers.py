@@ -1,0 +1,50 @@
+"""Shared helpers for tests: a small shop workflow built in Python, and running one turn."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.engine import Agent, Event, HandoffBuilder, Item, Persona, Runner, UserTurn, Workflow
+from bot.models import ChatModel
+
+TRIAGE = Agent("Triage", "Route the customer.", "Greets and routes.", persona=Persona("Triage"))
+RETURNS = Agent("Returns", "Handle returns.", "Returns and refunds.", persona=Persona("Returns"))
+ORDERS = Agent("Orders", "Handle orders.", "Order status and delivery.")
+FRAUD = Agent("Fraud", "Review fraud.", "Fraud review.", review=True)
+
+
+def shop(**options: object) -> HandoffBuilder:
+    """The e-commerce topology of DESIGN, as a builder (call `.build()`)."""
+    builder = (
+        HandoffBuilder(participants=[TRIAGE, RETURNS, ORDERS, FRAUD], name="shop")
+        .with_start_agent(TRIAGE)
+        .add_handoff(TRIAGE, [RETURNS, ORDERS])
+        .add_handoff(RETURNS, [ORDERS, TRIAGE])
+        .add_handoff(ORDERS, [RETURNS, TRIAGE])
+        .add_handoff(RETURNS, [FRAUD], description="Suspected return fraud or abuse.")
+    )
+    if "return_to_previous" in options:
+        builder.enable_return_to_previous(bool(options["return_to_previous"]))
+    return builder
+
+
+async def run_turn(
+    workflow: Workflow,
+    model: ChatModel,
+    text: str,
+    *,
+    history: Sequence[Item] = (),
+    active: str | None = None,
+) -> tuple[list[Event], list[Item]]:
+    """Run one user turn; return its events and the transcript after it."""
+    items: list[Item] = [*history, UserTurn(text)]
+    events: list[Event] = []
+    async for event in Runner(workflow, model).run(items, active):
+        events.append(event)
+        items.extend(event.records)
+    return events, items
+
+
+def kinds(events: Sequence[Event]) -> list[str]:
+    """Event class names, to compare a turn's shape at a glance."""
+    return [type(event).__name__ for event in events]

@@ -1,0 +1,147 @@
+"""The SQLite store on a real file: schema, atomic appends, dedupe, windows, reopening."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from bot.engine import AgentReply, HandoffRecord, Item, Notice, ToolOutcome, UserTurn
+from bot.models import ToolCall
+from bot.store import SessionKey, SQLiteStore, StoreError
+from bot.store.sqlite import migrations
+
+KEY = SessionKey("console", "local", "t1")
+
+
+async def test_fresh_database_is_migrated_with_wal_and_foreign_keys(store: SQLiteStore) -> None:
+    assert await store.schema_version() == migrations()[-1][0]
+    rows = await store.db.execute_fetchall("PRAGMA journal_mode")
+    assert next(iter(rows))[0] == "wal"
+    rows = await store.db.execute_fetchall("PRAGMA foreign_keys")
+    assert next(iter(rows))[0] == 1
+
+
+async def test_reopen_after_close_gives_the_same_state(db_path: Path) -> None:
+    items: list[Item] = [
+        UserTurn("I want to return my order", author="ana"),
+        AgentReply("Triage", None, (ToolCall("c1", "handoff_to_Returns", "{}"),)),
+        ToolOutcome("Triage", "c1", "handoff_to_Returns", "Handed off to Returns."),
+        HandoffRecord("Triage", "Returns", "return"),
+        AgentReply("Returns", "Which order?"),
+    ]
+    async with SQLiteStore(db_path) as store:
+        session = await store.open_session(KEY, "shop", "Triage")
+        await store.append(session.id, items[:1], event=("console", "e1"))
+        await store.append(session.id, items[1:], active_agent="Returns")
+    async with SQLiteStore(db_path) as store:
+        again = await store.find_session(KEY)
+        assert again is not None
+        assert (again.id, again.active_agent, again.status, again.item_count) == (
+            session.id,
+            "Returns",
+            "open",
+            5,
+        )
+        assert [entry.item for entry in await store.entries(again.id)] == items
+        assert [entry.seq for entry in await store.entries(again.id)] == [1, 2, 3, 4, 5]
+        assert await store.seen_event("console", "e1")
+        assert await store.schema_version() == migrations()[-1][0]
+
+
+async def test_a_claimed_event_appends_nothing(store: SQLiteStore) -> None:
+    session = await store.open_session(KEY, "shop", "Triage")
+    assert await store.append(session.id, [UserTurn("a")], event=("slack", "Ev1")) is not None
+    assert await store.append(session.id, [UserTurn("a")], event=("slack", "Ev1")) is None
+    assert await store.append(session.id, [UserTurn("b")], event=("discord", "Ev1")) is not None
+    stored = await store.get_session(session.id)
+    assert stored is not None and stored.item_count == 2
+
+
+@dataclass(frozen=True, slots=True)
+class Bogus:
+    """An item the schema refuses, to make a write fail half-way."""
+
+    text: str
+    kind: Literal["bogus"] = "bogus"
+
+
+async def test_a_failed_append_rolls_back_everything(store: SQLiteStore) -> None:
+    session = await store.open_session(KEY, "shop", "Triage")
+    with pytest.raises(StoreError, match="append failed: CHECK constraint failed"):
+        await store.append(
+            session.id,
+            [UserTurn("kept?"), Bogus("x")],  # type: ignore[list-item]
+            active_agent="Returns",
+            event=("slack", "Ev9"),
+        )
+    after = await store.get_session(session.id)
+    assert after is not None and (after.item_count, after.active_agent) == (0, "Triage")
+    assert await store.entries(session.id) == []
+    assert not await store.seen_event("slack", "Ev9")
+    # The connection is usable afterwards.
+    assert await store.append(session.id, [UserTurn("next")], event=("slack", "Ev9"))
+
+
+async def test_append_to_a_missing_session_fails_cleanly(store: SQLiteStore) -> None:
+    with pytest.raises(StoreError, match="no session 404"):
+        await store.append(404, [UserTurn("x")])
+
+
+async def test_one_open_session_per_thread_and_new_ones_after_close(store: SQLiteStore) -> None:
+    first = await store.open_session(KEY, "shop", "Triage")
+    with pytest.raises(StoreError, match="UNIQUE constraint failed"):
+        await store.open_session(KEY, "shop", "Triage")
+    await store.append(first.id, [Notice("ended")], status="closed")
+    second = await store.open_session(KEY, "shop", "Triage")
+    found = await store.find_session(KEY)
+    assert found is not None and found.id == second.id and second.id != first.id
+    assert (await store.find_thread("t1")) == found
+    assert [s.id for s in await store.list_sessions()] == [second.id, first.id]
+
+
+async def test_recent_reads_only_the_window_oldest_first(store: SQLiteStore) -> None:
+    session = await store.open_session(KEY, "shop", "Triage")
+    await store.append(session.id, [UserTurn(f"m{i}") for i in range(1, 1001)])
+    recent = await store.recent(session.id, 3)
+    assert [(e.seq, e.item) for e in recent] == [
+        (998, UserTurn("m998")),
+        (999, UserTurn("m999")),
+        (1000, UserTurn("m1000")),
+    ]
+    first = await store.first_user_entry(session.id)
+    assert first is not None and (first.seq, first.item) == (1, UserTurn("m1"))
+
+
+async def test_the_window_query_uses_the_primary_key(store: SQLiteStore) -> None:
+    plan = await store.db.execute_fetchall(
+        "EXPLAIN QUERY PLAN SELECT seq, created_at, kind, body FROM items "
+        "WHERE session_id = ? ORDER BY seq DESC LIMIT ?",
+        (1, 10),
+    )
+    detail = " ".join(str(row[3]) for row in plan)
+    assert "USING PRIMARY KEY" in detail and "TEMP B-TREE" not in detail
+
+
+async def test_a_newer_schema_is_refused(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="schema version 99, newer than this program's"):
+        async with SQLiteStore(db_path):
+            pass
+
+
+async def test_using_a_closed_store_is_a_clear_error(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    with pytest.raises(StoreError, match="not open; call open"):
+        await store.find_session(KEY)
+
+
+async def test_unicode_and_quotes_survive(store: SQLiteStore) -> None:
+    session = await store.open_session(KEY, "shop", "Triage")
+    text = 'Robert\'); DROP TABLE items;-- 🙂 "quoted" \\ \u2028'
+    await store.append(session.id, [UserTurn(text)])
+    assert (await store.entries(session.id))[0].item == UserTurn(text)
