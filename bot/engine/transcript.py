@@ -7,7 +7,8 @@ results, and never another agent's tool internals. Every tool call in a view has
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -120,57 +121,81 @@ def speaker(item: Item) -> str | None:
 
 
 def view_for(agent: str, instructions: str, items: Sequence[Item]) -> tuple[ChatMessage, ...]:
-    """The messages `agent` is shown: its instructions, then its view of the transcript."""
-    results = {item.call_id: item for item in items if isinstance(item, ToolOutcome)}
+    """The messages `agent` is shown: its instructions, then its view of the transcript.
+
+    Own tool outcomes are emitted beside their calls (a call with none gets `INTERRUPTED`);
+    other agents' tool internals, own handoff records (already a call and its result) and
+    notices stay hidden. A plain loop: this runs on every model call over the whole window.
+    """
+    results: dict[str, str] | None = None
     messages = [ChatMessage("system", instructions)]
+    add = messages.append
     for item in items:
-        messages.extend(_render(agent, item, results))
+        kind = item.kind
+        if kind == "user":
+            add(ChatMessage("user", item.text))  # type: ignore[union-attr]
+        elif kind == "agent":
+            reply: AgentReply = item  # type: ignore[assignment]
+            if reply.agent != agent:
+                if reply.text:
+                    add(
+                        ChatMessage(
+                            "assistant", f"[{reply.agent}] {reply.text}", _label(reply.agent)
+                        )
+                    )
+            elif reply.text or reply.tool_calls:
+                add(ChatMessage("assistant", reply.text, _label(agent), reply.tool_calls))
+                if reply.tool_calls:
+                    if results is None:
+                        results = _own_results(agent, items)
+                    for call in reply.tool_calls:
+                        add(
+                            ChatMessage(
+                                "tool", results.get(call.id, INTERRUPTED), None, (), call.id
+                            )
+                        )
+        elif kind == "handoff":
+            record: HandoffRecord = item  # type: ignore[assignment]
+            if record.source != agent:
+                because = f": {record.reason}" if record.reason else "."
+                note = f"[{record.source}] (handed the conversation to {record.target}{because})"
+                add(ChatMessage("assistant", note, _label(record.source)))
+        elif kind == "prompt" and item.agent == agent:  # type: ignore[union-attr]
+            add(ChatMessage("user", item.text))  # type: ignore[union-attr]
     return tuple(messages)
 
 
-def _render(agent: str, item: Item, results: dict[str, ToolOutcome]) -> Iterable[ChatMessage]:
-    match item:
-        case UserTurn(text=text):
-            yield ChatMessage("user", text)
-        case AgentReply(agent=author, text=text, tool_calls=calls) if author == agent:
-            yield ChatMessage("assistant", text, name=_label(author), tool_calls=calls)
-            for call in calls:
-                outcome = results.get(call.id)
-                content = outcome.content if outcome is not None else INTERRUPTED
-                yield ChatMessage("tool", content, tool_call_id=call.id)
-        case AgentReply(agent=author, text=text) if text:
-            yield ChatMessage("assistant", f"[{author}] {text}", name=_label(author))
-        case HandoffRecord(source=source, target=target, reason=reason) if source != agent:
-            because = f": {reason}" if reason else "."
-            note = f"[{source}] (handed the conversation to {target}{because})"
-            yield ChatMessage("assistant", note, name=_label(source))
-        case ContinuationPrompt(agent=author, text=text) if author == agent:
-            yield ChatMessage("user", text)
-        case _:
-            # Own tool outcomes are emitted beside their calls; other agents' tool internals,
-            # own handoffs (already shown as a call and its result) and notices stay hidden.
-            return
+def _own_results(agent: str, items: Sequence[Item]) -> dict[str, str]:
+    return {
+        item.call_id: item.content
+        for item in items
+        if isinstance(item, ToolOutcome) and item.agent == agent
+    }
 
 
+@functools.lru_cache(maxsize=1024)
 def _label(agent: str) -> str:
     """Agent names as the `name` field of a message allows them."""
     return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in agent)[:64]
 
 
-def trim_window(items: Sequence[Item], budget_tokens: int) -> list[Item]:
-    """The most recent items that fit `budget_tokens`, never starting on an orphan tool result."""
-    kept: list[Item] = []
+def trim_window(
+    items: Sequence[Item], budget_tokens: int, costs: Sequence[int] | None = None
+) -> list[Item]:
+    """The most recent items that fit `budget_tokens`, never starting on an orphan tool result.
+
+    `costs` are the items' token estimates when the caller already has them.
+    """
+    if costs is None:
+        costs = [estimate_tokens(item) for item in items]
     used = 0
-    for item in reversed(items):
-        cost = estimate_tokens(item)
-        if kept and used + cost > budget_tokens:
-            break
-        kept.append(item)
-        used += cost
-    kept.reverse()
-    while kept and isinstance(kept[0], ToolOutcome):
-        kept.pop(0)
-    return kept
+    start = len(items)
+    while start > 0 and (start == len(items) or used + costs[start - 1] <= budget_tokens):
+        start -= 1
+        used += costs[start]
+    while start < len(items) and isinstance(items[start], ToolOutcome):
+        start += 1
+    return list(items[start:])
 
 
 def estimate_tokens(item: Item) -> int:

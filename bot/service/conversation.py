@@ -19,6 +19,7 @@ from bot.engine.workflow import Workflow
 from bot.models.base import ChatModel
 from bot.service.lanes import Lanes
 from bot.service.messages import IncomingMessage, Post, TurnResult
+from bot.service.window import WindowCache
 from bot.store.base import Session, SessionKey, SessionStore, Status, StoreError
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class WindowBudget:
 
     items: int = 200
     tokens: int = 6000
+    cached_sessions: int = 1024
 
 
 class ConversationService:
@@ -59,27 +61,29 @@ class ConversationService:
         self.show_handoffs = show_handoffs
         self._runner = Runner(workflow, model)
         self._lanes = Lanes()
+        self._windows = WindowCache(self.window.items, self.window.cached_sessions)
 
     async def handle(self, message: IncomingMessage, *, emit: Emit | None = None) -> TurnResult:
         """Answer one incoming message exactly once; `emit` receives posts as they happen."""
-        if message.event_id and await self.store.seen_event(message.platform, message.event_id):
-            return TurnResult(None, duplicate=True)
+        event = (message.platform, message.event_id) if message.event_id else None
+        user = UserTurn(message.text, message.author)
         async with self._lanes.hold(message.key):
-            session = await self.store.find_session(message.key)
-            if session is None or session.status == "closed":
-                if not message.mentioned:
-                    return TurnResult(session, ignored=True)
-                session = await self.store.open_session(
-                    message.key, self.workflow.name, self.workflow.start
-                )
-                log.info("session %s opened (%s)", message.key, self.workflow.name)
-            event = (message.platform, message.event_id) if message.event_id else None
-            stored = await self.store.append(
-                session.id, [UserTurn(message.text, message.author)], event=event
+            received = await self.store.receive(
+                message.key,
+                user,
+                event=event,
+                workflow=self.workflow.name,
+                start_agent=self.workflow.start,
+                may_open=message.mentioned,
             )
-            if stored is None:
-                return TurnResult(session, duplicate=True)
-            return await self._run(stored, emit)
+            if received.session is None or received.outcome != "stored":
+                duplicate = received.outcome == "duplicate"
+                return TurnResult(received.session, duplicate=duplicate, ignored=not duplicate)
+            session = received.session
+            if session.item_count == 1:
+                log.info("session %s opened (%s)", message.key, self.workflow.name)
+            self._windows.extend(session.id, session.item_count, [user])
+            return await self._run(session, emit)
 
     async def end(self, key: SessionKey, *, by: str = "user") -> TurnResult:
         """Close the thread's open conversation at the user's request."""
@@ -125,19 +129,28 @@ class ConversationService:
 
     async def _persist_notice(self, session: Session, text: str) -> Session:
         stored = await self.store.append(session.id, [Notice(text)])
-        return stored or session
+        if stored is None:
+            return session
+        self._windows.extend(stored.id, stored.item_count, [Notice(text)])
+        return stored
 
     async def _history(self, session: Session) -> list[Item]:
         """The recent window the prompt needs, always with the conversation's first message."""
-        entries = await self.store.recent(session.id, self.window.items)
-        items = trim_window([entry.item for entry in entries], self.window.tokens)
-        # The kept items are a suffix of the loaded entries.
-        oldest = entries[len(entries) - len(items)].seq if items else None
-        if entries and (oldest is None or oldest > 1):
-            first = await self.store.first_user_entry(session.id)
-            if first is not None and (oldest is None or first.seq < oldest):
-                items.insert(0, first.item)
-        return items
+        window = self._windows.get(session.id, session.item_count)
+        if window is None:
+            entries = await self.store.recent(session.id, self.window.items)
+            first = None
+            if entries and entries[0].seq > 1:
+                first = await self.store.first_user_entry(session.id)
+            self._windows.load(session.id, entries, first)
+            window = self._windows.get(session.id, session.item_count)
+            assert window is not None
+        seqs, items, costs = zip(*window.items, strict=True) if window.items else ((), (), ())
+        kept = trim_window(items, self.window.tokens, costs)
+        oldest = seqs[len(seqs) - len(kept)] if kept else None
+        if window.first_user is not None and (oldest is None or window.first_user_seq < oldest):
+            kept.insert(0, window.first_user)
+        return kept
 
     async def _persist(self, session: Session, event: Event) -> Session:
         active = event.target if isinstance(event, HandoffSent) else None
@@ -148,6 +161,7 @@ class ConversationService:
             session.id, event.records, active_agent=active, status=status
         )
         assert stored is not None
+        self._windows.extend(stored.id, stored.item_count, event.records)
         return stored
 
     def _post(self, session: Session, event: Event) -> Post | None:

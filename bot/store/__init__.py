@@ -1,6 +1,23 @@
 """Durable conversations: the `SessionStore` protocol and its SQLite implementation."""
 
-from bot.store.base import Entry, Session, SessionKey, SessionStore, Status, StoreError
+from bot.store.base import (
+    Entry,
+    Received,
+    Session,
+    SessionKey,
+    SessionStore,
+    Status,
+    StoreError,
+)
 from bot.store.sqlite import SQLiteStore
 
-__all__ = ["Entry", "SQLiteStore", "Session", "SessionKey", "SessionStore", "Status", "StoreError"]
+__all__ = [
+    "Entry",
+    "Received",
+    "SQLiteStore",
+    "Session",
+    "SessionKey",
+    "SessionStore",
+    "Status",
+    "StoreError",
+]

@@ -50,6 +50,14 @@ class Entry:
     item: Item
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What became of an inbound message: stored in `session`, a duplicate, or ignored."""
+
+    session: Session | None
+    outcome: Literal["stored", "duplicate", "ignored"]
+
+
 class SessionStore(Protocol):
     """Durable sessions: one open session per thread, an append-only transcript, event dedupe."""
 
@@ -75,6 +83,23 @@ class SessionStore(Protocol):
 
     async def open_session(self, key: SessionKey, workflow: str, agent: str) -> Session:
         """Start a new conversation in a thread (any open one there must be closed first)."""
+        ...
+
+    async def receive(
+        self,
+        key: SessionKey,
+        item: Item,
+        *,
+        event: tuple[str, str] | None,
+        workflow: str,
+        start_agent: str,
+        may_open: bool,
+    ) -> Received:
+        """Atomically store a user's message in the thread's open session.
+
+        A claimed `event` is a duplicate. With no open session, one is opened when `may_open`
+        (the bot was addressed), otherwise the message is ignored and nothing is written.
+        """
         ...
 
     async def append(
