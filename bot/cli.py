@@ -127,9 +127,11 @@ async def _console(settings: Settings, args: argparse.Namespace) -> int:
 
 def _row(session: Session) -> str:
     updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.updated_at))
+    tokens = session.prompt_tokens + session.completion_tokens
     return (
         f"{session.id:>5}  {session.key.platform:<8} {session.key.thread:<32} "
-        f"{session.active_agent:<14} {session.status:<7} {session.item_count:>5}  {updated}"
+        f"{session.active_agent:<14} {session.status:<7} {session.item_count:>5} "
+        f"{session.model_calls:>5} {tokens:>8}  {updated}"
     )
 
 
@@ -141,7 +143,7 @@ async def _sessions(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'id':>5}  {'platform':<8} {'thread':<32} {'agent':<14} {'status':<7} "
-        f"{'items':>5}  updated"
+        f"{'items':>5} {'calls':>5} {'tokens':>8}  updated"
     )
     for session in sessions:
         print(_row(session))
@@ -152,8 +154,9 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     async with SQLiteStore(_database(settings, args.database)) as store:
         session = await _find(store, args.session)
         entries = await store.entries(session.id)
+        calls = await store.model_calls(session.id)
     render = to_json if args.format == "json" else to_markdown
-    sys.stdout.write(render(session, entries))
+    sys.stdout.write(render(session, entries, calls))
     return 0
 
 

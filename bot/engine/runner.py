@@ -113,7 +113,7 @@ class Runner:
             decision = self._classify(agent, reply)
             record = AgentReply(agent, reply.text or None, reply.tool_calls)
             items.append(record)
-            yield ModelCalled(agent, record, self._model_name(agent), reply.usage)
+            yield ModelCalled(agent, record, reply.model or self._model_name(agent), reply.usage)
             if reply.text and reply.text.strip():
                 yield AgentMessage(agent, reply.text)
             match decision:

@@ -70,6 +70,7 @@ class ModelReply:
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str = "stop"
     usage: Usage | None = None
+    model: str | None = None
 
 
 class ModelError(Exception):

@@ -129,5 +129,9 @@ def _reply(completion: Any) -> ModelReply:
         log.warning("model reply cut at the token limit")
         text = (text or "").rstrip() + " …(reply cut short at the model's length limit)"
     return ModelReply(
-        text=text, tool_calls=calls, finish_reason=choice.finish_reason or "stop", usage=usage
+        text=text,
+        tool_calls=calls,
+        finish_reason=choice.finish_reason or "stop",
+        usage=usage,
+        model=completion.model or None,
     )

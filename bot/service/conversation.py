@@ -11,16 +11,17 @@ from bot.engine.events import (
     Closed,
     Event,
     HandoffSent,
+    ModelCalled,
     TurnStopped,
 )
 from bot.engine.runner import Runner
 from bot.engine.transcript import Item, Notice, UserTurn, trim_window
 from bot.engine.workflow import Workflow
-from bot.models.base import ChatModel
+from bot.models.base import ChatModel, Usage
 from bot.service.lanes import Lanes
 from bot.service.messages import IncomingMessage, Post, TurnResult
 from bot.service.window import WindowCache
-from bot.store.base import Session, SessionKey, SessionStore, Status, StoreError
+from bot.store.base import ModelUsage, Session, SessionKey, SessionStore, Status, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +158,14 @@ class ConversationService:
         status: Status | None = "closed" if isinstance(event, Closed) else None
         if not event.records and active is None and status is None:
             return session
+        usage = None
+        if isinstance(event, ModelCalled):
+            tokens = event.usage or Usage()
+            usage = ModelUsage(
+                event.agent, event.model, tokens.prompt_tokens, tokens.completion_tokens
+            )
         stored = await self.store.append(
-            session.id, event.records, active_agent=active, status=status
+            session.id, event.records, active_agent=active, status=status, usage=usage
         )
         assert stored is not None
         self._windows.extend(stored.id, stored.item_count, event.records)

@@ -16,15 +16,17 @@ from bot.engine.transcript import (
     UserTurn,
     item_to_dict,
 )
-from bot.store.base import Entry, Session
+from bot.store.base import Entry, ModelCallRecord, Session
 
 
 def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
-def to_json(session: Session, entries: Sequence[Entry]) -> str:
-    """The session and every transcript entry, as one JSON document."""
+def to_json(
+    session: Session, entries: Sequence[Entry], calls: Sequence[ModelCallRecord] = ()
+) -> str:
+    """The session, every transcript entry and every model call, as one JSON document."""
     document: dict[str, Any] = {
         "session": {
             "id": session.id,
@@ -36,34 +38,59 @@ def to_json(session: Session, entries: Sequence[Entry]) -> str:
             "status": session.status,
             "created_at": session.created_at,
             "updated_at": session.updated_at,
+            "model_calls": session.model_calls,
+            "prompt_tokens": session.prompt_tokens,
+            "completion_tokens": session.completion_tokens,
         },
         "transcript": [
             {"seq": entry.seq, "at": entry.at, "kind": entry.item.kind, **item_to_dict(entry.item)}
             for entry in entries
         ],
+        "model_calls": [
+            {
+                "seq": call.seq,
+                "at": call.at,
+                "agent": call.usage.agent,
+                "model": call.usage.model,
+                "prompt_tokens": call.usage.prompt_tokens,
+                "completion_tokens": call.usage.completion_tokens,
+            }
+            for call in calls
+        ],
     }
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-def to_markdown(session: Session, entries: Sequence[Entry]) -> str:
-    """A readable transcript: who said what, handoffs, and tool calls with their results."""
+def to_markdown(
+    session: Session, entries: Sequence[Entry], calls: Sequence[ModelCallRecord] = ()
+) -> str:
+    """A readable transcript: who said what, handoffs, tool calls with results, model usage."""
     lines = [
         f"# Conversation {session.id}: {session.key}",
         "",
         f"Workflow `{session.workflow}`, status **{session.status}**, "
         f"active agent **{session.active_agent}**, last update {_when(session.updated_at)}.",
+        f"Model usage: {session.model_calls} calls, {session.prompt_tokens} prompt + "
+        f"{session.completion_tokens} completion tokens.",
         "",
     ]
+    usage = {call.seq: call.usage for call in calls}
     for entry in entries:
         stamp = _when(entry.at)
         match entry.item:
             case UserTurn(text=text, author=author):
                 lines.append(f"**{author}** ({stamp}): {text}")
-            case AgentReply(agent=agent, text=text, tool_calls=calls):
+            case AgentReply(agent=agent, text=text, tool_calls=tool_calls):
                 if text:
                     lines.append(f"**{agent}** ({stamp}): {text}")
-                for call in calls:
+                for call in tool_calls:
                     lines.append(f"- _{agent} called `{call.name}` with `{call.arguments}`_")
+                if entry.seq in usage:
+                    spent = usage[entry.seq]
+                    lines.append(
+                        f"- _model {spent.model or 'default'}: {spent.prompt_tokens} prompt + "
+                        f"{spent.completion_tokens} completion tokens_"
+                    )
             case ToolOutcome(name=name, content=content, is_error=is_error):
                 label = "error" if is_error else "result"
                 lines.append(f"- _{name} {label}: {content}_")

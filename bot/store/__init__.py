@@ -2,6 +2,8 @@
 
 from bot.store.base import (
     Entry,
+    ModelCallRecord,
+    ModelUsage,
     Received,
     Session,
     SessionKey,
@@ -13,6 +15,8 @@ from bot.store.sqlite import SQLiteStore
 
 __all__ = [
     "Entry",
+    "ModelCallRecord",
+    "ModelUsage",
     "Received",
     "SQLiteStore",
     "Session",

@@ -39,6 +39,28 @@ class Session:
     item_count: int
     created_at: float
     updated_at: float
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """One model call: which agent, which model, and the tokens it took."""
+
+    agent: str
+    model: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCallRecord:
+    """A stored model call, with the transcript position of the reply it produced."""
+
+    seq: int
+    at: float
+    usage: ModelUsage
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +132,10 @@ class SessionStore(Protocol):
         active_agent: str | None = None,
         status: Status | None = None,
         event: tuple[str, str] | None = None,
+        usage: ModelUsage | None = None,
     ) -> Session | None:
-        """Atomically: claim `event` (platform, id), append items, update agent and status.
+        """Atomically: claim `event` (platform, id), append items, update agent and status,
+        and record `usage` for the model call whose reply is the first item.
 
         Returns None, changing nothing, when the event was already claimed.
         """
@@ -135,4 +159,8 @@ class SessionStore(Protocol):
 
     async def list_sessions(self, limit: int = 50) -> list[Session]:
         """Sessions, most recently updated first."""
+        ...
+
+    async def model_calls(self, session_id: int) -> list[ModelCallRecord]:
+        """Every model call of a session, in order (for export)."""
         ...

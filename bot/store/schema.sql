@@ -38,3 +38,21 @@ CREATE TABLE inbound_events (
     PRIMARY KEY (platform, event_id)
 ) WITHOUT ROWID;
 CREATE INDEX inbound_events_by_time ON inbound_events (received_at);
+
+-- version 2
+-- Model usage: one row per model call (keyed by the seq of the reply it produced), and totals
+-- per session so listings need no aggregate query.
+ALTER TABLE sessions ADD COLUMN model_calls INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE model_calls (
+    session_id INTEGER NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    model TEXT,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;

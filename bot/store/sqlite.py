@@ -24,7 +24,16 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from bot.engine.transcript import Item, item_from_dict, item_to_dict, speaker
-from bot.store.base import Entry, Received, Session, SessionKey, Status, StoreError
+from bot.store.base import (
+    Entry,
+    ModelCallRecord,
+    ModelUsage,
+    Received,
+    Session,
+    SessionKey,
+    Status,
+    StoreError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +42,7 @@ T = TypeVar("T")
 EVENT_RETENTION_S = 7 * 24 * 3600
 _SESSION_COLUMNS = (
     "id, platform, channel, thread, workflow, active_agent, status, item_count, "
-    "created_at, updated_at"
+    "created_at, updated_at, model_calls, prompt_tokens, completion_tokens"
 )
 _ENTRY_COLUMNS = "seq, created_at, kind, body"
 _VERSION = re.compile(r"^-- version (\d+)\s*$", re.MULTILINE)
@@ -134,9 +143,10 @@ class SQLiteStore:
         active_agent: str | None = None,
         status: Status | None = None,
         event: tuple[str, str] | None = None,
+        usage: ModelUsage | None = None,
     ) -> Session | None:
         return await self._call(
-            "append", _write, _append, session_id, items, active_agent, status, event
+            "append", _write, _append, session_id, items, active_agent, status, event, usage
         )
 
     async def seen_event(self, platform: str, event_id: str) -> bool:
@@ -153,6 +163,9 @@ class SQLiteStore:
 
     async def list_sessions(self, limit: int = 50) -> list[Session]:
         return await self._call("list_sessions", _list, limit)
+
+    async def model_calls(self, session_id: int) -> list[ModelCallRecord]:
+        return await self._call("model_calls", _model_calls, session_id)
 
 
 # Everything below runs on the connection thread, one call per store operation.
@@ -250,7 +263,7 @@ def _receive(
         if not may_open:
             return Received(session, "ignored")
         session = _open(db, key, workflow, start_agent)
-    stored = _append(db, session.id, [item], None, None, event)
+    stored = _append(db, session.id, [item], None, None, event, None)
     return Received(stored, "stored")
 
 
@@ -261,6 +274,7 @@ def _append(
     active_agent: str | None,
     status: Status | None,
     event: tuple[str, str] | None,
+    usage: ModelUsage | None,
 ) -> Session | None:
     now = time.time()
     if event is not None:
@@ -271,11 +285,16 @@ def _append(
         )
         if cursor.rowcount == 0:
             return None
+    calls, prompt, completion = (
+        (1, usage.prompt_tokens, usage.completion_tokens) if usage is not None else (0, 0, 0)
+    )
     row = db.execute(
         "UPDATE sessions SET item_count = item_count + ?, "
         "active_agent = coalesce(?, active_agent), status = coalesce(?, status), "
+        "model_calls = model_calls + ?, prompt_tokens = prompt_tokens + ?, "
+        "completion_tokens = completion_tokens + ?, "
         f"updated_at = ? WHERE id = ? RETURNING {_SESSION_COLUMNS}",
-        (len(items), active_agent, status, now, session_id),
+        (len(items), active_agent, status, calls, prompt, completion, now, session_id),
     ).fetchone()
     session = _session(row)
     if session is None:
@@ -296,6 +315,12 @@ def _append(
             for offset, item in enumerate(items)
         ],
     )
+    if usage is not None:
+        db.execute(
+            "INSERT INTO model_calls (session_id, seq, agent, model, prompt_tokens, "
+            "completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (session_id, first, usage.agent, usage.model, prompt, completion, now),
+        )
     return session
 
 
@@ -338,6 +363,15 @@ def _list(db: sqlite3.Connection, limit: int) -> list[Session]:
     return [session for row in rows if (session := _session(row)) is not None]
 
 
+def _model_calls(db: sqlite3.Connection, session_id: int) -> list[ModelCallRecord]:
+    rows = db.execute(
+        "SELECT seq, created_at, agent, model, prompt_tokens, completion_tokens FROM model_calls "
+        "WHERE session_id = ? ORDER BY seq",
+        (session_id,),
+    ).fetchall()
+    return [ModelCallRecord(row[0], row[1], ModelUsage(*row[2:])) for row in rows]
+
+
 def _session(row: Any) -> Session | None:
     if row is None:
         return None
@@ -350,6 +384,9 @@ def _session(row: Any) -> Session | None:
         item_count=row[7],
         created_at=row[8],
         updated_at=row[9],
+        model_calls=row[10],
+        prompt_tokens=row[11],
+        completion_tokens=row[12],
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from bot.cli import main
 from bot.engine.transcript import AgentReply, UserTurn
-from bot.store import SessionKey, SQLiteStore
+from bot.store import ModelUsage, SessionKey, SQLiteStore
 
 WORKFLOWS = Path(__file__).parents[2] / "workflows"
 
@@ -60,7 +60,12 @@ def test_graph_is_mermaid_with_reasons_and_marks(capsys: pytest.CaptureFixture[s
 async def _seed(db: Path) -> int:
     async with SQLiteStore(db) as store:
         session = await store.open_session(SessionKey("slack", "C1", "171.5"), "shop", "Returns")
-        await store.append(session.id, [UserTurn("refund?", "ana"), AgentReply("Returns", "Sure.")])
+        await store.append(session.id, [UserTurn("refund?", "ana")])
+        await store.append(
+            session.id,
+            [AgentReply("Returns", "Sure.")],
+            usage=ModelUsage("Returns", "m-1", 120, 10),
+        )
         return session.id
 
 
@@ -69,17 +74,43 @@ async def test_sessions_and_export(tmp_path: Path, capsys: pytest.CaptureFixture
     session_id = await _seed(db)
     assert await _main_async(["sessions", "--database", str(db)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["id", "platform", "thread", "agent", "status", "items", "updated"]
-    assert out[1].split()[:6] == [str(session_id), "slack", "171.5", "Returns", "open", "2"]
+    assert out[0].split() == [
+        "id",
+        "platform",
+        "thread",
+        "agent",
+        "status",
+        "items",
+        "calls",
+        "tokens",
+        "updated",
+    ]
+    assert out[1].split()[:8] == [
+        str(session_id),
+        "slack",
+        "171.5",
+        "Returns",
+        "open",
+        "2",
+        "1",
+        "130",
+    ]
 
     assert await _main_async(["export", str(session_id), "--database", str(db)]) == 0
     markdown = capsys.readouterr().out
     assert markdown.startswith(f"# Conversation {session_id}: slack:C1:171.5")
     assert "**ana** (" in markdown and "): refund?" in markdown
+    assert "Model usage: 1 calls, 120 prompt + 10 completion tokens." in markdown
+    assert "- _model m-1: 120 prompt + 10 completion tokens_" in markdown
 
     assert await _main_async(["export", "171.5", "--format", "json", "--database", str(db)]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["session"]["active_agent"] == "Returns"
+    assert (document["session"]["prompt_tokens"], document["session"]["completion_tokens"]) == (
+        120,
+        10,
+    )
+    assert document["model_calls"][0]["model"] == "m-1"
     assert [(t["kind"], t.get("text")) for t in document["transcript"]] == [
         ("user", "refund?"),
         ("agent", "Sure."),

@@ -145,3 +145,46 @@ async def test_unicode_and_quotes_survive(store: SQLiteStore) -> None:
     text = 'Robert\'); DROP TABLE items;-- 🙂 "quoted" \\ \u2028'
     await store.append(session.id, [UserTurn(text)])
     assert (await store.entries(session.id))[0].item == UserTurn(text)
+
+
+async def test_usage_is_recorded_with_the_reply_and_totalled(store: SQLiteStore) -> None:
+    from bot.store import ModelUsage
+
+    session = await store.open_session(KEY, "shop", "Triage")
+    await store.append(session.id, [UserTurn("hi")])
+    await store.append(
+        session.id, [AgentReply("Triage", "Hello")], usage=ModelUsage("Triage", "m-1", 120, 8)
+    )
+    after = await store.append(
+        session.id, [AgentReply("Triage", "More")], usage=ModelUsage("Triage", None, 30, 2)
+    )
+    assert after is not None
+    assert (after.model_calls, after.prompt_tokens, after.completion_tokens) == (2, 150, 10)
+    calls = await store.model_calls(session.id)
+    assert [(c.seq, c.usage) for c in calls] == [
+        (2, ModelUsage("Triage", "m-1", 120, 8)),
+        (3, ModelUsage("Triage", None, 30, 2)),
+    ]
+
+
+async def test_a_version_1_database_migrates_and_keeps_its_data(db_path: Path) -> None:
+    version_1 = migrations()[0][1]
+    with sqlite3.connect(db_path) as raw:
+        raw.executescript(version_1)
+        raw.execute(
+            "INSERT INTO sessions (platform, channel, thread, workflow, active_agent, "
+            "item_count, created_at, updated_at) VALUES ('slack', 'C', 'T', 'shop', 'Returns', "
+            "1, 1.0, 2.0)"
+        )
+        raw.execute("INSERT INTO items VALUES (1, 1, 'user', NULL, '{\"text\": \"old\"}', 1.0)")
+        raw.execute("PRAGMA user_version = 1")
+    async with SQLiteStore(db_path) as store:
+        assert await store.schema_version() == migrations()[-1][0] >= 2
+        session = await store.find_session(SessionKey("slack", "C", "T"))
+        assert session is not None
+        assert (session.active_agent, session.model_calls, session.prompt_tokens) == (
+            "Returns",
+            0,
+            0,
+        )
+        assert [e.item for e in await store.entries(session.id)] == [UserTurn("old")]
