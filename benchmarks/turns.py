@@ -4,6 +4,9 @@ Prints one JSON line per mode:
 1. `canonical`: the canonical conversation (2 user turns, 3 model calls, 1 handoff) run N times
    one after another: `per_conversation_ms`.
 2. `concurrent`: 500 threads at once, model latency 200 ms: `user_turns_per_s`.
+4. `openai` (only when asked, or with `all`): the canonical conversation through
+   `OpenAIChatModel` against a local Chat Completions server in another process, and the
+   client's own overhead per model call (round trip minus a bare aiohttp POST of the same body).
 3. `growth`: per-turn cost with 10 vs 1,000 messages already stored (each sample a thread of
    exactly that size; medians): `growth_ratio` for a thread in use (its window cached), and
    `first_turn_growth_ratio` for the first turn after a restart (window read from SQLite).
@@ -28,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot.engine.loader import load_workflow  # noqa: E402
 from bot.engine.transcript import AgentReply, UserTurn  # noqa: E402
-from bot.models import ChatModel, ModelReply, ModelRequest, ToolCall  # noqa: E402
+from bot.models import ChatMessage, ChatModel, ModelReply, ModelRequest, ToolCall  # noqa: E402
 from bot.models.scripted import ScriptedModel  # noqa: E402
 from bot.service import ConversationService, IncomingMessage  # noqa: E402
 from bot.store import SessionKey, SQLiteStore  # noqa: E402
@@ -141,10 +144,84 @@ async def growth(samples: int) -> dict[str, object]:
     return await with_service(model, work)
 
 
+async def openai_mode(conversations: int, calls: int) -> dict[str, object]:
+    import aiohttp
+
+    from bot.models.openai import OpenAIChatModel
+    from bot.settings import load_settings
+
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fakes.chat_completions",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        port = int((await server.stdout.readline()).decode())
+        base_url = f"http://127.0.0.1:{port}/v1"
+        settings = load_settings(
+            {"OPENAI_BASE_URL": base_url, "OPENAI_MODEL": "bench"}, env_file=None
+        )
+        model = OpenAIChatModel.from_settings(settings)
+        try:
+            result = await with_service(model, lambda s, _: _timed_conversations(s, conversations))
+            request = ModelRequest(
+                "Returns",
+                (ChatMessage("system", "You are Returns, ..."), ChatMessage("user", "Order 42")),
+            )
+            body = {
+                "model": "bench",
+                "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            }
+            client_ms = await _per_call(lambda: model.complete(request), calls)
+            async with aiohttp.ClientSession() as http:
+
+                async def raw() -> None:
+                    async with http.post(f"{base_url}/chat/completions", json=body) as response:
+                        await response.json()
+
+                raw_ms = await _per_call(raw, calls)
+        finally:
+            await model.aclose()
+    finally:
+        server.terminate()
+        await server.wait()
+    return {
+        "mode": "openai",
+        **result,
+        "model_call_ms": round(client_ms, 3),
+        "bare_http_post_ms": round(raw_ms, 3),
+        "client_overhead_per_call_ms": round(client_ms - raw_ms, 3),
+    }
+
+
+async def _timed_conversations(service: ConversationService, count: int) -> dict[str, object]:
+    for warm in range(10):
+        await conversation(service, f"warm-{warm}")
+    started = time.perf_counter()
+    for number in range(count):
+        await conversation(service, f"o{number}")
+    elapsed = time.perf_counter() - started
+    return {"conversations": count, "per_conversation_ms": round(elapsed / count * 1000, 3)}
+
+
+async def _per_call(call: Callable[[], Awaitable[object]], count: int) -> float:
+    for _ in range(20):
+        await call()
+    timings = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await call()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings) * 1000
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--mode", choices=("canonical", "concurrent", "growth", "all"), default="all"
+        "--mode", choices=("canonical", "concurrent", "growth", "openai", "all"), default="all"
     )
     parser.add_argument("--conversations", type=int, default=500)
     parser.add_argument("--threads", type=int, default=500)
@@ -157,6 +234,8 @@ async def main() -> None:
         print(json.dumps(await concurrent(args.threads, args.latency)), flush=True)
     if args.mode in ("growth", "all"):
         print(json.dumps(await growth(args.samples)), flush=True)
+    if args.mode in ("openai", "all"):
+        print(json.dumps(await openai_mode(args.conversations // 5, args.samples)), flush=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from bot.adapters.console import Console, new_thread_name
 from bot.engine.errors import WorkflowError
 from bot.engine.graph import mermaid
 from bot.engine.loader import load_workflow
-from bot.models.select import describe, make_model
+from bot.models.select import close_model, describe, make_model
 from bot.service import ConversationService, WindowBudget
 from bot.service.export import to_json, to_markdown
 from bot.settings import Settings, SettingsError, load_settings
@@ -121,7 +121,10 @@ async def _console(settings: Settings, args: argparse.Namespace) -> int:
             stdout=sys.stdout,
             prompt=sys.stdin.isatty(),
         )
-        await console.run()
+        try:
+            await console.run()
+        finally:
+            await close_model(model)
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 
 class SettingsError(Exception):
@@ -38,6 +38,12 @@ class Settings(BaseModel):
     bot_window_tokens: int = Field(default=6000, ge=100)
     bot_show_handoffs: bool = True
     bot_log_level: str = "WARNING"
+
+    @field_validator("openai_parallel_tool_calls", "openai_tool_choice", mode="before")
+    @classmethod
+    def _omit(cls, value: object) -> object:
+        """`omit` leaves the field out of requests, for servers that reject it."""
+        return None if isinstance(value, str) and value.strip().lower() == "omit" else value
 
     @property
     def has_real_model(self) -> bool:

@@ -56,6 +56,10 @@ class OpenAIChatModel:
             tool_choice=settings.openai_tool_choice,
         )
 
+    async def aclose(self) -> None:
+        """Close the HTTP client's connections."""
+        await self.client.close()
+
     async def complete(self, request: ModelRequest) -> ModelReply:
         """One Chat Completions call; errors become `ModelError`."""
         body: dict[str, Any] = {

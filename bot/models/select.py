@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.models.base import ChatModel
 from bot.models.offline import OfflineModel
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 
 
 def make_model(settings: Settings) -> ChatModel:
@@ -16,6 +16,13 @@ def make_model(settings: Settings) -> ChatModel:
     return OfflineModel()
 
 
+async def close_model(model: ChatModel) -> None:
+    """Release a model's connections, if it holds any."""
+    aclose = getattr(model, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 def describe(model: ChatModel, settings: Settings) -> str:
     """One line saying which model answers, without any secret."""
     if isinstance(model, OfflineModel):
@@ -25,3 +32,12 @@ def describe(model: ChatModel, settings: Settings) -> str:
         )
     where = settings.openai_base_url or "OpenAI"
     return f"model: {settings.openai_model} via {where}"
+
+
+def require_real_model(settings: Settings, command: str) -> None:
+    """Refuse to serve a chat platform on the offline demo model."""
+    if not settings.has_real_model:
+        raise SettingsError(
+            f"`python -m bot {command}` needs a real model: set OPENAI_API_KEY for OpenAI, or "
+            "OPENAI_BASE_URL for an OpenAI-compatible server (Azure OpenAI, Ollama, vLLM, ...)"
+        )

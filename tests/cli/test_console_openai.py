@@ -1,0 +1,77 @@
+"""The canonical e-commerce conversation through the console subprocess on a real model client.
+
+The console runs as its own process with OPENAI_BASE_URL pointing at a local Chat Completions
+server in this test's event loop; the openai client inside the console does the talking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from tests.fakes.chat_completions import ChatCompletionsServer, canonical
+
+ROOT = Path(__file__).parents[2]
+
+
+async def run_console(server: ChatCompletionsServer, db: Path, stdin: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BOT_"))}
+    env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_MODEL": "local-model"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "console",
+        "--database",
+        str(db),
+        "--thread",
+        "shop",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), timeout=60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_canonical_conversation_through_the_console(tmp_path: Path) -> None:
+    db = tmp_path / "shop.db"
+    async with ChatCompletionsServer(respond=canonical) as server:
+        first = await run_console(
+            server, db, "I want to return my order\nOrder 42\nIt never arrived, just refund me\n"
+        )
+        # A restart: the follow-up goes to the last specialist.
+        second = await run_console(server, db, "Here are the photos\n")
+
+    lines = first.splitlines()
+    assert lines[0] == (
+        f"Switchboard console: workflow ecommerce, model: local-model via {server.base_url}."
+    )
+    assert lines[2:] == [
+        "  ↪ Triage handed you to Returns: Return request.",
+        "Returns: I can help with that. What is your order number?",
+        "Returns: Thanks! Order 42 is eligible; a return label is on its way.",
+        "  ↪ Returns handed you to Fraud: Refund without return.",
+        "Fraud Review: A colleague will review this; please send photos of the parcel.",
+        "Bye. Resume this conversation with: --thread shop",
+    ]
+    assert "Resuming thread shop: Fraud, open." in second
+    assert (
+        "Fraud Review: A colleague will review this; please send photos of the parcel."
+        in (second.splitlines()[-2])
+    )
+    agents = [body["messages"][0]["content"].split(",")[0] for body in server.requests]
+    assert agents == [
+        "You are Triage",
+        "You are Returns",
+        "You are Returns",
+        "You are Returns",
+        "You are Fraud",
+        "You are Fraud",
+    ]
+    assert {body["model"] for body in server.requests} == {"local-model"}
