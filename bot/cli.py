@@ -14,8 +14,8 @@ from bot.adapters.console import Console, new_thread_name
 from bot.engine.errors import WorkflowError
 from bot.engine.graph import mermaid
 from bot.engine.loader import load_workflow
-from bot.models.select import close_model, describe, make_model
-from bot.service import ConversationService, WindowBudget
+from bot.models.select import describe, make_model, require_real_model
+from bot.runtime import open_service
 from bot.service.export import to_json, to_markdown
 from bot.settings import Settings, SettingsError, load_settings
 from bot.store import Session, SQLiteStore, StoreError
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 
     graph = commands.add_parser("graph", help="print a workflow as a Mermaid flowchart")
     graph.add_argument("workflow", type=Path, metavar="WORKFLOW")
+
+    commands.add_parser("slack", help="serve Slack (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
 
     sessions = commands.add_parser("sessions", help="list stored conversations")
     sessions.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
@@ -68,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             case "console":
                 return asyncio.run(_console(settings, args))
+            case "slack":
+                return asyncio.run(_slack(settings))
             case "sessions":
                 return asyncio.run(_sessions(settings, args))
             case "export":
@@ -103,17 +107,13 @@ def _database(settings: Settings, given: str | None) -> str:
 
 
 async def _console(settings: Settings, args: argparse.Namespace) -> int:
-    workflow = load_workflow(args.workflow or settings.bot_workflow)
     model = make_model(settings)
-    async with SQLiteStore(_database(settings, args.database)) as store:
-        service = ConversationService(
-            workflow,
-            model,
-            store,
-            window=WindowBudget(settings.bot_window_items, settings.bot_window_tokens),
-            show_handoffs=settings.bot_show_handoffs,
+    async with open_service(
+        settings, workflow=args.workflow, database=args.database, model=model
+    ) as service:
+        print(
+            f"Switchboard console: workflow {service.workflow.name}, {describe(model, settings)}."
         )
-        print(f"Switchboard console: workflow {workflow.name}, {describe(model, settings)}.")
         console = Console(
             service,
             thread=args.thread or new_thread_name(),
@@ -121,10 +121,17 @@ async def _console(settings: Settings, args: argparse.Namespace) -> int:
             stdout=sys.stdout,
             prompt=sys.stdin.isatty(),
         )
-        try:
-            await console.run()
-        finally:
-            await close_model(model)
+        await console.run()
+    return 0
+
+
+async def _slack(settings: Settings) -> int:
+    from bot.adapters.slack import SlackConfig, serve
+
+    config = SlackConfig.from_settings(settings)
+    require_real_model(settings, "slack")
+    async with open_service(settings) as service:
+        await serve(service, config)
     return 0
 
 

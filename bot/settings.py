@@ -39,6 +39,12 @@ class Settings(BaseModel):
     bot_show_handoffs: bool = True
     bot_log_level: str = "WARNING"
 
+    slack_bot_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str | None = None
+    port: int = Field(default=3000, ge=0, le=65535)
+
     @field_validator("openai_parallel_tool_calls", "openai_tool_choice", mode="before")
     @classmethod
     def _omit(cls, value: object) -> object:

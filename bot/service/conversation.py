@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bot.engine.agents import Persona
 from bot.engine.events import (
     AgentMessage,
     Closed,
@@ -26,6 +27,7 @@ from bot.store.base import ModelUsage, Session, SessionKey, SessionStore, Status
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Post], Awaitable[None]]
+Started = Callable[[Persona], Awaitable[None]]
 
 FAILED_TEXT = (
     "I'm sorry, something went wrong on my side while answering. Your message is saved; "
@@ -64,8 +66,18 @@ class ConversationService:
         self._lanes = Lanes()
         self._windows = WindowCache(self.window.items, self.window.cached_sessions)
 
-    async def handle(self, message: IncomingMessage, *, emit: Emit | None = None) -> TurnResult:
-        """Answer one incoming message exactly once; `emit` receives posts as they happen."""
+    async def handle(
+        self,
+        message: IncomingMessage,
+        *,
+        emit: Emit | None = None,
+        on_start: Started | None = None,
+    ) -> TurnResult:
+        """Answer one incoming message exactly once.
+
+        `emit` receives posts as they happen; `on_start` is told, with the persona that will
+        answer first, when a turn really starts (never for a duplicate or ignored message).
+        """
         event = (message.platform, message.event_id) if message.event_id else None
         user = UserTurn(message.text, message.author)
         async with self._lanes.hold(message.key):
@@ -84,6 +96,9 @@ class ConversationService:
             if session.item_count == 1:
                 log.info("session %s opened (%s)", message.key, self.workflow.name)
             self._windows.extend(session.id, session.item_count, [user])
+            if on_start is not None:
+                entry = self.workflow.entry_agent(session.active_agent)
+                await on_start(self.workflow.agent(entry).display)
             return await self._run(session, emit)
 
     async def end(self, key: SessionKey, *, by: str = "user") -> TurnResult:

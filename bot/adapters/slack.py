@@ -1,0 +1,275 @@
+"""The Slack adapter: Slack events in, posts under the agent's persona out, nothing more.
+
+A mention starts a conversation in a thread on that message (or in the thread it was posted
+in); later messages in a thread the store knows continue it without a mention. One mention
+arrives twice (`app_mention` and `message`) and retries repeat an event, so the inbound id is
+`channel:ts`, which the service claims durably.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adapters.text import escape_slack, split_text
+from bot.engine.agents import Persona
+from bot.service import ConversationService, IncomingMessage, Post
+from bot.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+POST_LIMIT = 3900
+END_WORDS = frozenset({"end", "/end", "end conversation", "close"})
+DM_THREAD = "dm"
+WORKING_TEXT = "_working on it…_"
+_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+@dataclass(frozen=True, slots=True)
+class SlackConfig:
+    """What the Slack adapter needs, checked at start-up."""
+
+    bot_token: str
+    app_token: str | None
+    signing_secret: str | None
+    api_url: str | None
+    port: int
+    show_handoffs: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SlackConfig:
+        """Refuse to start, with one line saying what to fix, on a missing or malformed token."""
+        bot = _secret(settings.slack_bot_token)
+        app = _secret(settings.slack_app_token)
+        signing = _secret(settings.slack_signing_secret)
+        if not bot:
+            raise SettingsError(
+                "SLACK_BOT_TOKEN is missing: copy the Bot User OAuth Token (xoxb-...) from your "
+                "app's OAuth & Permissions page"
+            )
+        if not bot.startswith("xoxb-"):
+            raise SettingsError(
+                "SLACK_BOT_TOKEN does not look like a bot token: it should start with xoxb-"
+            )
+        if app and not app.startswith("xapp-"):
+            raise SettingsError(
+                "SLACK_APP_TOKEN does not look like an app-level token: it should start with "
+                "xapp- (Basic Information > App-Level Tokens, scope connections:write)"
+            )
+        if not app and not signing:
+            raise SettingsError(
+                "set SLACK_APP_TOKEN for Socket Mode, or SLACK_SIGNING_SECRET for HTTP events "
+                "(Basic Information > App Credentials)"
+            )
+        api_url = settings.slack_api_url
+        if api_url and not api_url.endswith("/"):
+            api_url += "/"
+        return cls(bot, app or None, signing or None, api_url, settings.port)
+
+
+def _secret(value: Any) -> str:
+    return value.get_secret_value().strip() if value is not None else ""
+
+
+def to_incoming(event: dict[str, Any], bot_user_id: str | None) -> IncomingMessage | None:
+    """A Slack message or app_mention event as an `IncomingMessage`; None for what to ignore."""
+    if event.get("subtype") or event.get("bot_id") or not event.get("user"):
+        return None  # edits, joins, bot posts (ours included), hidden events
+    if event.get("user") == bot_user_id:
+        return None
+    channel, ts = event.get("channel"), event.get("ts")
+    if not channel or not ts:
+        return None
+    text = str(event.get("text") or "")
+    thread_ts = event.get("thread_ts")
+    in_thread = bool(thread_ts) and thread_ts != ts
+    mentioned = event.get("type") == "app_mention" or (
+        bot_user_id is not None and f"<@{bot_user_id}" in text
+    )
+    if event.get("channel_type") == "im":
+        thread, mentioned = (str(thread_ts) if in_thread else DM_THREAD), True
+    elif mentioned:
+        thread = str(thread_ts) if in_thread else str(ts)
+    elif in_thread:
+        thread = str(thread_ts)
+    else:
+        return None  # channel chatter outside any thread
+    text = _MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text).strip()
+    return IncomingMessage(
+        platform=PLATFORM,
+        channel=channel,
+        thread=thread,
+        text=text,
+        event_id=f"{channel}:{ts}",
+        author=str(event["user"]),
+        mentioned=mentioned,
+    )
+
+
+class SlackThread:
+    """Posts into one thread under agent personas, with a placeholder while a turn runs."""
+
+    def __init__(self, client: AsyncWebClient, channel: str, thread: str, show_handoffs: bool):
+        self.client = client
+        self.channel = channel
+        self.thread_ts = None if thread == DM_THREAD else thread
+        self.show_handoffs = show_handoffs
+        self._placeholder: tuple[str, Persona] | None = None
+
+    async def working(self, persona: Persona) -> None:
+        """Show that the bot is on it: a placeholder the first reply replaces."""
+        response = await self._send(WORKING_TEXT, persona)
+        self._placeholder = (str(response["ts"]), persona)
+
+    async def post(self, post: Post) -> None:
+        """Post one reply, handoff line or notice, split to fit and escaped."""
+        if post.kind == "handoff" and not self.show_handoffs:
+            return
+        text = escape_slack(post.text)
+        if post.kind == "notice":
+            text = f"_{text}_"
+        chunks = split_text(text, POST_LIMIT) or ["…"]
+        if self._placeholder is not None:
+            ts, persona = self._placeholder
+            self._placeholder = None
+            if persona == post.persona and post.kind == "reply":
+                await self.client.chat_update(channel=self.channel, ts=ts, text=chunks[0])
+                chunks = chunks[1:]
+            else:
+                await self._delete(ts)
+        for chunk in chunks:
+            if post.kind == "handoff":
+                blocks = [{"type": "context", "elements": [{"type": "mrkdwn", "text": chunk}]}]
+                await self._send(chunk, post.persona, blocks=blocks)
+            else:
+                await self._send(chunk, post.persona)
+
+    async def finish(self) -> None:
+        """Remove a placeholder nothing replaced (the turn posted nothing)."""
+        if self._placeholder is not None:
+            ts, _ = self._placeholder
+            self._placeholder = None
+            await self._delete(ts)
+
+    async def _send(self, text: str, persona: Persona, **extra: Any) -> Any:
+        identity: dict[str, Any] = {"username": persona.name}
+        if persona.emoji:
+            identity["icon_emoji"] = persona.emoji
+        elif persona.avatar_url:
+            identity["icon_url"] = persona.avatar_url
+        return await self.client.chat_postMessage(
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            text=text,
+            unfurl_links=False,
+            **identity,
+            **extra,
+        )
+
+    async def _delete(self, ts: str) -> None:
+        try:
+            await self.client.chat_delete(channel=self.channel, ts=ts)
+        except SlackApiError as exc:
+            log.warning("could not remove a placeholder in %s: %s", self.channel, exc)
+
+
+class _TokenFromEnvironment(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN itself and warns that our client's token wins; it is the same."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger(f"{__name__}.bolt")
+    if not any(isinstance(f, _TokenFromEnvironment) for f in logger.filters):
+        logger.addFilter(_TokenFromEnvironment())
+    return logger
+
+
+def web_client(config: SlackConfig) -> AsyncWebClient:
+    """The Web API client, pointed at `SLACK_API_URL` if set, retrying 429s after Retry-After."""
+    kwargs: dict[str, Any] = {"token": config.bot_token}
+    if config.api_url:
+        kwargs["base_url"] = config.api_url
+    client = AsyncWebClient(**kwargs)
+    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=5))
+    return client
+
+
+def build_app(service: ConversationService, config: SlackConfig) -> AsyncApp:
+    """A Bolt app whose listeners hand messages to the service and post what it returns."""
+    client = web_client(config)
+    app = AsyncApp(
+        client=client,
+        signing_secret=config.signing_secret or "",
+        request_verification_enabled=config.signing_secret is not None,
+        logger=_bolt_logger(),
+    )
+
+    async def on_message(event: dict[str, Any], context: Any) -> None:
+        incoming = to_incoming(event, context.get("bot_user_id"))
+        if incoming is None:
+            return
+        thread = SlackThread(client, incoming.channel, incoming.thread, config.show_handoffs)
+        try:
+            if incoming.text.lower().strip(" .!") in END_WORDS and await service.owns(incoming.key):
+                ended = await service.end(incoming.key, by=f"user {incoming.author}")
+                for post in ended.posts:
+                    await thread.post(post)
+                return
+            await service.handle(incoming, emit=thread.post, on_start=thread.working)
+        finally:
+            await thread.finish()
+
+    app.event("app_mention")(on_message)
+    app.event("message")(on_message)
+    return app
+
+
+async def serve(service: ConversationService, config: SlackConfig) -> None:
+    """Check the token, then take events over Socket Mode or HTTP until cancelled."""
+    app = build_app(service, config)
+    try:
+        identity = await app.client.auth_test()
+    except SlackApiError as exc:
+        data = exc.response.data
+        reason = data.get("error") if isinstance(data, dict) else f"HTTP {exc.response.status_code}"
+        raise SettingsError(
+            f"SLACK_BOT_TOKEN was rejected by Slack ({reason}): check the token, or reinstall "
+            "the app and copy the new Bot User OAuth Token"
+        ) from None
+    except aiohttp.ClientError as exc:
+        where = config.api_url or "slack.com"
+        raise SettingsError(f"cannot reach Slack at {where} ({type(exc).__name__})") from None
+    log.info("slack: signed in as %s in team %s", identity.get("user"), identity.get("team"))
+    if config.app_token:
+        handler = AsyncSocketModeHandler(app, config.app_token)
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+        print("Slack: connected over Socket Mode.", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await handler.close_async()  # type: ignore[no-untyped-call]
+        return
+    runner = web.AppRunner(app.web_app(path="/slack/events"), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", config.port)
+    await site.start()
+    print(f"Slack: listening for events on port {config.port} at /slack/events.", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,270 @@
+"""A local Slack: the Web API methods the bot uses and the Socket Mode WebSocket, on 127.0.0.1.
+
+The real slack-bolt and slack-sdk talk to it: `apps.connections.open` hands out this server's
+WebSocket URL, events are pushed as Socket Mode envelopes and must be acked, and every Web API
+call is recorded. `rate_limit(n)` makes the next n `chat.postMessage` calls answer 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+BOT_USER = "UBOT"
+BOT_ID = "BBOT"
+
+
+@dataclass
+class Call:
+    """One Web API call: the method, its arguments, the token, and the ts it created."""
+
+    method: str
+    args: dict[str, Any]
+    token: str
+    ts: str | None = None
+
+
+@dataclass
+class Visible:
+    """A message as a person sees it in Slack now: after updates, unless deleted."""
+
+    ts: str
+    channel: str
+    thread_ts: str | None
+    username: str
+    text: str
+    args: dict[str, Any]
+
+
+@dataclass
+class SlackServer:
+    calls: list[Call] = field(default_factory=list)
+    acks: list[str] = field(default_factory=list)
+    port: int = 0
+    _sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    _ts: Any = field(default_factory=lambda: itertools.count(1))
+    _limited: int = 0
+    _connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    async def start(self) -> SlackServer:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_post("/nope/{method}", self._not_found)
+        app.router.add_get("/socket", self._socket)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        for socket in list(self._sockets):
+            await socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> SlackServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def rate_limit(self, times: int) -> None:
+        self._limited = times
+
+    # Web API
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return web.Response(status=404, text="not found")
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args: dict[str, Any] = dict(request.query)  # some methods send `params` in the URL
+        if request.content_type == "application/json":
+            args.update(await request.json())
+        elif request.can_read_body:
+            args.update(await request.post())
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        self.calls.append(Call(method, args, token))
+        if method == "chat.postMessage" and self._limited > 0:
+            self._limited -= 1
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "0"}
+            )
+        handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(
+            self, "_" + method.replace(".", "_"), lambda args: {}
+        )
+        answer = handler(args)
+        self.calls[-1].ts = answer.get("ts")
+        return web.json_response({"ok": True, **answer})
+
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": "https://test.slack.example/",
+            "team": "Test",
+            "user": "switchboard",
+            "team_id": "T1",
+            "user_id": BOT_USER,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"url": f"ws://127.0.0.1:{self.port}/socket"}
+
+    def _chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        ts = f"{int(time.time())}.{next(self._ts):06d}"
+        return {"channel": args.get("channel"), "ts": ts, "message": {"text": args.get("text")}}
+
+    def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"channel": args.get("channel"), "ts": args.get("ts")}
+
+    # Socket Mode
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(autoping=True)
+        await socket.prepare(request)
+        self._sockets.append(socket)
+        self._connected.set()
+        async for message in socket:
+            if message.type == WSMsgType.TEXT:
+                data = json.loads(message.data)
+                if "envelope_id" in data:
+                    self.acks.append(data["envelope_id"])
+        self._sockets.remove(socket)
+        if not self._sockets:
+            self._connected.clear()
+        return socket
+
+    async def connected(self, within: float = 10) -> None:
+        await asyncio.wait_for(self._connected.wait(), within)
+
+    async def push(
+        self, event: dict[str, Any], *, event_id: str | None = None, retry: int = 0
+    ) -> str:
+        """Deliver an Events API payload over the socket; returns its envelope id."""
+        await self.connected()
+        envelope_id = str(uuid.uuid4())
+        payload = event_callback(event, event_id)
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": "events_api",
+            "accepts_response_payload": False,
+            "retry_attempt": retry,
+            "retry_reason": "timeout" if retry else "",
+            "payload": payload,
+        }
+        await self._sockets[-1].send_str(json.dumps(envelope))
+        return envelope_id
+
+    # Reading what the bot did
+
+    def visible(self, channel: str | None = None) -> list[Visible]:
+        """The bot's messages as they stand now, in posting order."""
+        shown: dict[str, Visible] = {}
+        for call in self.calls:
+            if call.method == "chat.postMessage" and call.ts:
+                args = call.args
+                shown[call.ts] = Visible(
+                    call.ts,
+                    args["channel"],
+                    args.get("thread_ts"),
+                    args.get("username", ""),
+                    args["text"],
+                    args,
+                )
+            elif call.method == "chat.update" and call.args["ts"] in shown:
+                shown[call.args["ts"]].text = call.args["text"]
+            elif call.method == "chat.delete":
+                shown.pop(call.args["ts"], None)
+        return [v for v in shown.values() if channel is None or v.channel == channel]
+
+    def posts(self, channel: str | None = None) -> list[Call]:
+        return [
+            call
+            for call in self.calls
+            if call.method == "chat.postMessage"
+            and (channel is None or call.args.get("channel") == channel)
+        ]
+
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 10) -> None:
+        deadline = time.monotonic() + within
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; calls so far: {self.calls}")
+            await asyncio.sleep(0.01)
+
+
+_event_ids = itertools.count(1)
+
+
+def event_callback(event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+    """The Events API envelope body Slack sends for `event`."""
+    return {
+        "token": "verification-token",
+        "team_id": "T1",
+        "api_app_id": "A1",
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{next(_event_ids):06d}",
+        "event_time": int(time.time()),
+        "authorizations": [
+            {"team_id": "T1", "user_id": BOT_USER, "is_bot": True, "is_enterprise_install": False}
+        ],
+    }
+
+
+_ts = itertools.count(1)
+
+
+def user_message(
+    text: str,
+    *,
+    channel: str = "C1",
+    thread_ts: str | None = None,
+    user: str = "U1",
+    kind: str = "message",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A user's message event (or `kind="app_mention"`) as Slack delivers it."""
+    event: dict[str, Any] = {
+        "type": kind,
+        "user": user,
+        "text": text,
+        "ts": f"1700000000.{next(_ts):06d}",
+        "channel": channel,
+        "channel_type": "channel",
+        "event_ts": "1700000000.000000",
+    }
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    event.update(extra)
+    return event
+
+
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """The headers of a request signed as Slack signs it."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    base = b"v0:" + stamp.encode() + b":" + body
+    signature = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return {
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": signature,
+        "Content-Type": "application/json",
+    }
