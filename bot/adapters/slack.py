@@ -46,7 +46,6 @@ class SlackConfig:
     signing_secret: str | None
     api_url: str | None
     port: int
-    show_handoffs: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackConfig:
@@ -121,11 +120,10 @@ def to_incoming(event: dict[str, Any], bot_user_id: str | None) -> IncomingMessa
 class SlackThread:
     """Posts into one thread under agent personas, with a placeholder while a turn runs."""
 
-    def __init__(self, client: AsyncWebClient, channel: str, thread: str, show_handoffs: bool):
+    def __init__(self, client: AsyncWebClient, channel: str, thread: str):
         self.client = client
         self.channel = channel
         self.thread_ts = None if thread == DM_THREAD else thread
-        self.show_handoffs = show_handoffs
         self._placeholder: tuple[str, Persona] | None = None
 
     async def working(self, persona: Persona) -> None:
@@ -135,8 +133,6 @@ class SlackThread:
 
     async def post(self, post: Post) -> None:
         """Post one reply, handoff line or notice, split to fit and escaped."""
-        if post.kind == "handoff" and not self.show_handoffs:
-            return
         text = escape_slack(post.text)
         if post.kind == "notice":
             text = f"_{text}_"
@@ -223,7 +219,7 @@ def build_app(service: ConversationService, config: SlackConfig) -> AsyncApp:
         incoming = to_incoming(event, context.get("bot_user_id"))
         if incoming is None:
             return
-        thread = SlackThread(client, incoming.channel, incoming.thread, config.show_handoffs)
+        thread = SlackThread(client, incoming.channel, incoming.thread)
         try:
             if incoming.text.lower().strip(" .!") in END_WORDS and await service.owns(incoming.key):
                 ended = await service.end(incoming.key, by=f"user {incoming.author}")

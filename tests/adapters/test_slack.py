@@ -243,3 +243,23 @@ def test_bad_configuration_is_one_clear_line(env: dict[str, str], message: str) 
     assert "\n" not in str(caught.value)
     for value in env.values():
         assert value not in str(caught.value)
+
+
+def test_the_manifest_asks_for_what_the_adapter_uses() -> None:
+    import yaml
+
+    manifest = yaml.safe_load(
+        (Path(__file__).parents[2] / "deploy" / "slack-manifest.yaml").read_text()
+    )
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {
+        "app_mentions:read",
+        "chat:write",
+        "chat:write.customize",
+        "channels:history",
+        "groups:history",
+        "im:history",
+    } <= scopes
+    events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
+    assert {"app_mention", "message.channels", "message.groups", "message.im"} <= events
+    assert manifest["settings"]["socket_mode_enabled"] is True
