@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("workflow", type=Path, metavar="WORKFLOW")
 
     commands.add_parser("slack", help="serve Slack (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
+    commands.add_parser("discord", help="serve Discord (needs the message content intent)")
 
     sessions = commands.add_parser("sessions", help="list stored conversations")
     sessions.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
@@ -72,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(_console(settings, args))
             case "slack":
                 return asyncio.run(_slack(settings))
+            case "discord":
+                return asyncio.run(_discord(settings))
             case "sessions":
                 return asyncio.run(_sessions(settings, args))
             case "export":
@@ -122,6 +125,16 @@ async def _console(settings: Settings, args: argparse.Namespace) -> int:
             prompt=sys.stdin.isatty(),
         )
         await console.run()
+    return 0
+
+
+async def _discord(settings: Settings) -> int:
+    from bot.adapters.discord import DiscordConfig, serve
+
+    config = DiscordConfig.from_settings(settings)
+    require_real_model(settings, "discord")
+    async with open_service(settings) as service:
+        await serve(service, config)
     return 0
 
 

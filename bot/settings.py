@@ -45,6 +45,10 @@ class Settings(BaseModel):
     slack_api_url: str | None = None
     port: int = Field(default=3000, ge=0, le=65535)
 
+    discord_token: SecretStr | None = None
+    discord_api_url: str | None = None
+    discord_gateway_url: str | None = None
+
     @field_validator("openai_parallel_tool_calls", "openai_tool_choice", mode="before")
     @classmethod
     def _omit(cls, value: object) -> object:

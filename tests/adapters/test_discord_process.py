@@ -1,0 +1,127 @@
+"""`python -m bot discord` as a real process: restarts, and start-up errors in one line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.chat_completions import ChatCompletionsServer, canonical
+from tests.fakes.discord_api import BOT, BOT_USER, TOKEN, DiscordServer
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+async def discord_server() -> AsyncIterator[DiscordServer]:
+    async with DiscordServer() as server:
+        yield server
+
+
+def environment(server: DiscordServer, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "BOT_", "DISCORD_", "SLACK_"))
+    }
+    return env | {
+        "DISCORD_TOKEN": TOKEN,
+        "DISCORD_API_URL": server.api_url,
+        "DISCORD_GATEWAY_URL": server.gateway_url,
+        **extra,
+    }
+
+
+async def start(env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "discord",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def started(env: dict[str, str]) -> asyncio.subprocess.Process:
+    process = await start(env)
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
+    assert line.decode().strip() == "Discord: connected as Switchboard.", line
+    return process
+
+
+async def stopped(process: asyncio.subprocess.Process) -> None:
+    process.terminate()
+    await asyncio.wait_for(process.wait(), timeout=10)
+
+
+async def test_a_restarted_process_continues_the_thread(
+    discord_server: DiscordServer, tmp_path: Path
+) -> None:
+    async with ChatCompletionsServer(respond=canonical) as chat:
+        env = environment(
+            discord_server, OPENAI_BASE_URL=chat.base_url, BOT_DATABASE=str(tmp_path / "d.db")
+        )
+        first = await started(env)
+        mention = await discord_server.say(
+            f"<@{BOT}> I want to return my order", mentions=[BOT_USER]
+        )
+        await discord_server.wait_for(lambda: len(discord_server.executions) == 2, within=20)
+        await stopped(first)
+
+        second = await started(env)
+        await discord_server.say("Order 42", channel=int(mention["id"]))
+        await discord_server.wait_for(lambda: len(discord_server.executions) == 3, within=20)
+        await stopped(second)
+    last = discord_server.executions[-1]
+    assert (last["username"], last["content"], last["thread_id"]) == (
+        "Returns",
+        "Thanks! Order 42 is eligible; a return label is on its way.",
+        mention["id"],
+    )
+    assert len(discord_server.webhooks) == 1  # the restarted bot found its webhook again
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (
+            "close_4014",
+            "error: Discord closed the gateway with code 4014 (privileged intent not "
+            "enabled): turn on Message Content Intent in the Developer Portal > Bot > Privileged "
+            "Gateway Intents\n",
+        ),
+        (
+            "bad_token",
+            "error: DISCORD_TOKEN was rejected by Discord: reset the token in the "
+            "Developer Portal (Bot > Reset Token) and copy the new one\n",
+        ),
+        (
+            "no_token",
+            "error: DISCORD_TOKEN is missing: copy the bot token from the Developer "
+            "Portal (your application > Bot > Reset Token)\n",
+        ),
+    ],
+)
+async def test_start_up_errors_are_one_clear_line(
+    discord_server: DiscordServer, tmp_path: Path, setup: str, message: str
+) -> None:
+    env = environment(discord_server, OPENAI_API_KEY="sk-x", BOT_DATABASE=str(tmp_path / "d.db"))
+    if setup == "close_4014":
+        discord_server.close_with = 4014
+    elif setup == "bad_token":
+        env["DISCORD_TOKEN"] = "not-the-token"
+    else:
+        del env["DISCORD_TOKEN"]
+    process = await start(env)
+    _, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 1
+    assert err.decode() == message
+    assert "sk-x" not in err.decode() and "not-the-token" not in err.decode()
