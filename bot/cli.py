@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
     sessions.add_argument("--limit", type=int, default=50)
 
+    cases = commands.add_parser("cases", help="list moderation cases")
+    cases.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
+    cases.add_argument("--status", choices=("open", "approved", "rejected", "closed"))
+    cases.add_argument("--limit", type=int, default=50)
+
     export = commands.add_parser("export", help="print a conversation as Markdown or JSON")
     export.add_argument("session", metavar="SESSION", help="session id, or a thread name")
     export.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
@@ -79,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(_sessions(settings, args))
             case "export":
                 return asyncio.run(_export(settings, args))
+            case "cases":
+                return asyncio.run(_cases(settings, args))
     except (WorkflowError, SettingsError, StoreError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -171,6 +178,29 @@ async def _sessions(settings: Settings, args: argparse.Namespace) -> int:
     for session in sessions:
         print(_row(session))
     return 0
+
+
+async def _cases(settings: Settings, args: argparse.Namespace) -> int:
+    async with SQLiteStore(_database(settings, args.database)) as store:
+        cases = await store.cases(status=args.status, limit=args.limit)
+    if not cases:
+        print("No cases.")
+        return 0
+    print(f"{'case':>5}  {'status':<9} {'age':>6}  {'moderator':<18} {'thread':<28} reason")
+    for case in cases:
+        print(
+            f"{case.id:>5}  {case.status:<9} {_age(case.opened_at):>6}  "
+            f"{case.moderator or '-':<18} {case.key!s:<28} {case.reason or ''}"
+        )
+    return 0
+
+
+def _age(since: float) -> str:
+    seconds = max(0, int(time.time() - since))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:

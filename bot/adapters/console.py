@@ -6,15 +6,21 @@ import asyncio
 import re
 import secrets
 import time
-from typing import TextIO
+from typing import TextIO, cast
 
 from bot.engine.transcript import AgentReply, UserTurn
-from bot.service import ConversationService, IncomingMessage, Post
+from bot.service import ConversationService, IncomingMessage, Moderation, Post
+from bot.service.moderation import ACTIONS, Action
 from bot.store.base import SessionKey
 
 PLATFORM = "console"
 CHANNEL = "local"
 HELP = "Commands: /end closes the conversation, /new starts another, /quit leaves, /help."
+MODERATOR_HELP = (
+    "Moderators: /cases, /approve N, /reject N, /takeover N, /handback N [agent], /close N, "
+    "/mod N text (speak in case N's thread as the moderator)."
+)
+CONSOLE_MODERATOR = "console-moderator"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b]")
 
 
@@ -50,6 +56,7 @@ class Console:
         prompt: bool = False,
     ) -> None:
         self.service = service
+        self.moderation = Moderation(service)
         self.thread = thread
         self._stdin = stdin
         self._stdout = stdout
@@ -80,18 +87,30 @@ class Console:
             if not text:
                 continue
             if text.startswith("/"):
-                if not await self._command(text.split()[0].lower()):
+                if not await self._command(text):
                     break
                 continue
-            await self.service.handle(
+            result = await self.service.handle(
                 IncomingMessage(PLATFORM, CHANNEL, self.thread, text, author="you"),
                 emit=self.emit,
             )
+            for case in result.cases:
+                card = await self.moderation.card(case)
+                reason = f": {case.reason}" if case.reason else ""
+                self.say(
+                    f"[moderators] {card.title} opened{reason} (/approve {case.id}, "
+                    f"/reject {case.id}, /takeover {case.id}, /close {case.id})"
+                )
         self.say(f"Bye. Resume this conversation with: --thread {self.thread}")
 
-    async def _command(self, command: str) -> bool:
+    async def _command(self, line: str) -> bool:
+        command, *args = line.split(maxsplit=2)
+        command = command.lower()
         if command in ("/quit", "/exit"):
             return False
+        if command in ("/cases", "/mod") or command.lstrip("/") in ACTIONS:
+            await self._moderate(command, args)
+            return True
         if command == "/end":
             result = await self.service.end(self.key, by="you")
             for post in result.posts:
@@ -104,7 +123,46 @@ class Console:
             self.say(f"  ! New conversation in thread {self.thread}.")
         else:
             self.say(HELP)
+            self.say(MODERATOR_HELP)
         return True
+
+    async def _moderate(self, command: str, args: list[str]) -> None:
+        """The console's moderator commands: the one person at the terminal is both roles."""
+        if command == "/cases":
+            cases = await self.service.store.cases(limit=20)
+            for case in cases:
+                held = f", {case.moderator}" if case.moderator else ""
+                self.say(f"  #{case.id} {case.status}{held}: {case.key.thread} ({case.reason})")
+            if not cases:
+                self.say("  No cases.")
+            return
+        if not args or not args[0].isdigit():
+            self.say(MODERATOR_HELP)
+            return
+        case_id = int(args[0])
+        if command == "/mod":
+            target = await self.service.store.get_case(case_id)
+            if target is None or len(args) < 2:
+                self.say(MODERATOR_HELP)
+                return
+            await self.service.handle(
+                IncomingMessage(
+                    target.key.platform,
+                    target.key.channel,
+                    target.key.thread,
+                    args[1],
+                    author=CONSOLE_MODERATOR,
+                    mentioned=False,
+                )
+            )
+            self.say(f"  [moderator → {target.key.thread}] {clean(args[1])}")
+            return
+        action = cast(Action, command.lstrip("/"))
+        agent = args[1] if len(args) > 1 else None
+        result = await self.moderation.act(case_id, action, CONSOLE_MODERATOR, agent=agent)
+        self.say(f"[moderators] {result.message}")
+        for post in result.posts:
+            await self.emit(post)
 
     async def _greet(self) -> None:
         store = self.service.store

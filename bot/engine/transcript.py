@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from bot.models.base import ChatMessage, ToolCall
 
-Kind = Literal["user", "agent", "tool", "handoff", "prompt", "notice"]
+Kind = Literal["user", "agent", "tool", "handoff", "prompt", "notice", "moderator"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,24 @@ class Notice:
     kind: Literal["notice"] = "notice"
 
 
-Item = UserTurn | AgentReply | ToolOutcome | HandoffRecord | ContinuationPrompt | Notice
+@dataclass(frozen=True, slots=True)
+class ModeratorMessage:
+    """A human moderator's words in the thread (or a review outcome); every agent sees them."""
+
+    moderator: str
+    text: str
+    kind: Literal["moderator"] = "moderator"
+
+
+Item = (
+    UserTurn
+    | AgentReply
+    | ToolOutcome
+    | HandoffRecord
+    | ContinuationPrompt
+    | Notice
+    | ModeratorMessage
+)
 
 _TYPES: dict[str, type[Any]] = {
     "user": UserTurn,
@@ -84,6 +101,7 @@ _TYPES: dict[str, type[Any]] = {
     "handoff": HandoffRecord,
     "prompt": ContinuationPrompt,
     "notice": Notice,
+    "moderator": ModeratorMessage,
 }
 
 INTERRUPTED = "Error: no result was recorded for this call (the turn was interrupted)."
@@ -162,6 +180,8 @@ def view_for(agent: str, instructions: str, items: Sequence[Item]) -> tuple[Chat
                 add(ChatMessage("assistant", note, _label(record.source)))
         elif kind == "prompt" and item.agent == agent:  # type: ignore[union-attr]
             add(ChatMessage("user", item.text))  # type: ignore[union-attr]
+        elif kind == "moderator":
+            add(ChatMessage("assistant", f"[Moderator] {item.text}", "Moderator"))  # type: ignore[union-attr]
     return tuple(messages)
 
 

@@ -22,7 +22,15 @@ from bot.models.base import ChatModel, Usage
 from bot.service.lanes import Lanes
 from bot.service.messages import IncomingMessage, Post, TurnResult
 from bot.service.window import WindowCache
-from bot.store.base import ModelUsage, Session, SessionKey, SessionStore, Status, StoreError
+from bot.store.base import (
+    Case,
+    ModelUsage,
+    Session,
+    SessionKey,
+    SessionStore,
+    Status,
+    StoreError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +71,9 @@ class ConversationService:
         self.window = window or WindowBudget()
         self.show_handoffs = show_handoffs
         self._runner = Runner(workflow, model)
-        self._lanes = Lanes()
+        self.lanes = Lanes()
         self._windows = WindowCache(self.window.items, self.window.cached_sessions)
+        self._opened: dict[int, list[Case]] = {}
 
     async def handle(
         self,
@@ -80,7 +89,7 @@ class ConversationService:
         """
         event = (message.platform, message.event_id) if message.event_id else None
         user = UserTurn(message.text, message.author)
-        async with self._lanes.hold(message.key):
+        async with self.lanes.hold(message.key):
             received = await self.store.receive(
                 message.key,
                 user,
@@ -95,6 +104,9 @@ class ConversationService:
             session = received.session
             if session.item_count == 1:
                 log.info("session %s opened (%s)", message.key, self.workflow.name)
+            if session.taken_over_by is not None:
+                # A moderator holds the thread: keep the message, relay nothing to the model.
+                return TurnResult(session, taken_over=True)
             self._windows.extend(session.id, session.item_count, [user])
             if on_start is not None:
                 entry = self.workflow.entry_agent(session.active_agent)
@@ -103,7 +115,7 @@ class ConversationService:
 
     async def end(self, key: SessionKey, *, by: str = "user") -> TurnResult:
         """Close the thread's open conversation at the user's request."""
-        async with self._lanes.hold(key):
+        async with self.lanes.hold(key):
             session = await self.store.find_session(key)
             if session is None or session.status == "closed":
                 return TurnResult(session, ignored=True)
@@ -121,6 +133,7 @@ class ConversationService:
 
     async def _run(self, session: Session, emit: Emit | None) -> TurnResult:
         posts: list[Post] = []
+        session_id = session.id
 
         async def publish(post: Post | None) -> None:
             if post is not None:
@@ -141,7 +154,7 @@ class ConversationService:
             session = await self._persist_notice(session, "Turn failed: internal error.")
             persona = self.workflow.agent(self.workflow.entry_agent(session.active_agent)).display
             await publish(Post("notice", FAILED_TEXT, persona))
-        return TurnResult(session, tuple(posts))
+        return TurnResult(session, tuple(posts), cases=tuple(self._opened.pop(session_id, ())))
 
     async def _persist_notice(self, session: Session, text: str) -> Session:
         stored = await self.store.append(session.id, [Notice(text)])
@@ -174,15 +187,27 @@ class ConversationService:
         if not event.records and active is None and status is None:
             return session
         usage = None
+        case = None
+        if isinstance(event, HandoffSent) and self.workflow.agent(event.target).review:
+            case = (event.target, event.reason)
         if isinstance(event, ModelCalled):
             tokens = event.usage or Usage()
             usage = ModelUsage(
                 event.agent, event.model, tokens.prompt_tokens, tokens.completion_tokens
             )
         stored = await self.store.append(
-            session.id, event.records, active_agent=active, status=status, usage=usage
+            session.id,
+            event.records,
+            active_agent=active,
+            status=status,
+            usage=usage,
+            open_case=case,
         )
         assert stored is not None
+        if case is not None:
+            opened = (await self.store.cases(session_id=session.id, limit=1))[0]
+            self._opened.setdefault(session.id, []).append(opened)
+            log.warning("session %s: case #%d opened for %s", session.key, opened.id, case[0])
         self._windows.extend(stored.id, stored.item_count, event.records)
         return stored
 

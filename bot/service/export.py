@@ -11,6 +11,7 @@ from bot.engine.transcript import (
     AgentReply,
     ContinuationPrompt,
     HandoffRecord,
+    ModeratorMessage,
     Notice,
     ToolOutcome,
     UserTurn,
@@ -101,5 +102,7 @@ def to_markdown(
                 lines.append(f"- _{agent} was prompted to continue on its own_")
             case Notice(text=text):
                 lines.append(f"> Notice: {text}")
+            case ModeratorMessage(moderator=moderator, text=text):
+                lines.append(f"**Moderator {moderator}** ({stamp}): {text}")
         lines.append("")
     return "\n".join(lines)

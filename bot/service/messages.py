@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bot.engine.agents import Persona
-from bot.store.base import Session, SessionKey
+from bot.store.base import Case, Session, SessionKey
 
 PostKind = Literal["reply", "handoff", "notice"]
 
@@ -50,3 +50,5 @@ class TurnResult:
     posts: tuple[Post, ...] = field(default=())
     duplicate: bool = False
     ignored: bool = False
+    taken_over: bool = False
+    cases: tuple[Case, ...] = ()

@@ -1,6 +1,9 @@
 """Durable conversations: the `SessionStore` protocol and its SQLite implementation."""
 
 from bot.store.base import (
+    Case,
+    CaseAction,
+    CaseStatus,
     Entry,
     ModelCallRecord,
     ModelUsage,
@@ -14,6 +17,9 @@ from bot.store.base import (
 from bot.store.sqlite import SQLiteStore
 
 __all__ = [
+    "Case",
+    "CaseAction",
+    "CaseStatus",
     "Entry",
     "ModelCallRecord",
     "ModelUsage",

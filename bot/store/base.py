@@ -42,6 +42,35 @@ class Session:
     model_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    taken_over_by: str | None = None
+
+
+CaseStatus = Literal["open", "approved", "rejected", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """A conversation handed to a review agent, waiting for (or decided by) moderators."""
+
+    id: int
+    session_id: int
+    key: SessionKey
+    agent: str
+    reason: str | None
+    status: CaseStatus
+    moderator: str | None
+    card: str | None
+    opened_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CaseAction:
+    """One moderator action on a case, as recorded."""
+
+    action: str
+    actor: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +148,10 @@ class SessionStore(Protocol):
     ) -> Received:
         """Atomically store a user's message in the thread's open session.
 
-        A claimed `event` is a duplicate. With no open session, one is opened when `may_open`
-        (the bot was addressed), otherwise the message is ignored and nothing is written.
+        A message from the moderator who took the thread over is stored as theirs
+        (`ModeratorMessage`). A claimed `event` is a duplicate. With no open session, one is
+        opened when `may_open` (the bot was addressed); otherwise the message is ignored and
+        nothing is written.
         """
         ...
 
@@ -133,9 +164,11 @@ class SessionStore(Protocol):
         status: Status | None = None,
         event: tuple[str, str] | None = None,
         usage: ModelUsage | None = None,
+        open_case: tuple[str, str | None] | None = None,
     ) -> Session | None:
         """Atomically: claim `event` (platform, id), append items, update agent and status,
-        and record `usage` for the model call whose reply is the first item.
+        record `usage` for the model call whose reply is the first item, and open a case
+        `(review agent, reason)`.
 
         Returns None, changing nothing, when the event was already claimed.
         """
@@ -163,4 +196,42 @@ class SessionStore(Protocol):
 
     async def model_calls(self, session_id: int) -> list[ModelCallRecord]:
         """Every model call of a session, in order (for export)."""
+        ...
+
+    async def get_case(self, case_id: int) -> Case | None:
+        """A case by id."""
+        ...
+
+    async def cases(
+        self, *, session_id: int | None = None, status: CaseStatus | None = None, limit: int = 100
+    ) -> list[Case]:
+        """Cases, newest first, optionally of one session or in one status."""
+        ...
+
+    async def case_actions(self, case_id: int) -> list[CaseAction]:
+        """Every recorded action on a case, in order."""
+        ...
+
+    async def set_case_card(self, case_id: int, card: str) -> None:
+        """Remember where the case's card was posted (a platform reference)."""
+        ...
+
+    async def moderate(
+        self,
+        case_id: int,
+        action: str,
+        actor: str,
+        *,
+        expect: tuple[CaseStatus, ...],
+        status: CaseStatus | None = None,
+        taken_over_by: str | Literal[False] | None = False,
+        items: Sequence[Item] = (),
+        active_agent: str | None = None,
+        session_status: Status | None = None,
+    ) -> Case | None:
+        """Atomically apply a moderator action, only if the case's status is in `expect`.
+
+        Records the action, sets the case `status`, the session's `taken_over_by` (False leaves
+        it), appends `items`, and updates the session. None, changing nothing, when refused.
+        """
         ...

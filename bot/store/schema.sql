@@ -23,7 +23,8 @@ CREATE INDEX sessions_by_thread_name ON sessions (thread, id);
 CREATE TABLE items (
     session_id INTEGER NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('user', 'agent', 'tool', 'handoff', 'prompt', 'notice')),
+    kind TEXT NOT NULL
+        CHECK (kind IN ('user', 'agent', 'tool', 'handoff', 'prompt', 'notice', 'moderator')),
     agent TEXT,
     body TEXT NOT NULL CHECK (json_valid(body)),
     created_at REAL NOT NULL,
@@ -55,4 +56,33 @@ CREATE TABLE model_calls (
     completion_tokens INTEGER NOT NULL,
     created_at REAL NOT NULL,
     PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+
+-- version 3
+-- Moderation: a case opens when a conversation is handed to a review agent; every moderator
+-- action on it is kept. A session a moderator has taken over names them until handed back.
+ALTER TABLE sessions ADD COLUMN taken_over_by TEXT;
+
+CREATE TABLE cases (
+    id INTEGER PRIMARY KEY,
+    session_id INTEGER NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    agent TEXT NOT NULL,
+    reason TEXT,
+    status TEXT NOT NULL DEFAULT 'open'
+        CHECK (status IN ('open', 'approved', 'rejected', 'closed')),
+    moderator TEXT,
+    card TEXT,
+    opened_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX cases_by_session ON cases (session_id, id);
+CREATE INDEX cases_by_status ON cases (status, id);
+
+CREATE TABLE case_actions (
+    case_id INTEGER NOT NULL REFERENCES cases (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (case_id, seq)
 ) WITHOUT ROWID;

@@ -17,14 +17,25 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
-from bot.engine.transcript import Item, item_from_dict, item_to_dict, speaker
+from bot.engine.transcript import (
+    Item,
+    ModeratorMessage,
+    UserTurn,
+    item_from_dict,
+    item_to_dict,
+    speaker,
+)
 from bot.store.base import (
+    Case,
+    CaseAction,
+    CaseStatus,
     Entry,
     ModelCallRecord,
     ModelUsage,
@@ -42,7 +53,11 @@ T = TypeVar("T")
 EVENT_RETENTION_S = 7 * 24 * 3600
 _SESSION_COLUMNS = (
     "id, platform, channel, thread, workflow, active_agent, status, item_count, "
-    "created_at, updated_at, model_calls, prompt_tokens, completion_tokens"
+    "created_at, updated_at, model_calls, prompt_tokens, completion_tokens, taken_over_by"
+)
+_CASE_COLUMNS = (
+    "c.id, c.session_id, s.platform, s.channel, s.thread, c.agent, c.reason, c.status, "
+    "c.moderator, c.card, c.opened_at, c.updated_at"
 )
 _ENTRY_COLUMNS = "seq, created_at, kind, body"
 _VERSION = re.compile(r"^-- version (\d+)\s*$", re.MULTILINE)
@@ -144,9 +159,19 @@ class SQLiteStore:
         status: Status | None = None,
         event: tuple[str, str] | None = None,
         usage: ModelUsage | None = None,
+        open_case: tuple[str, str | None] | None = None,
     ) -> Session | None:
         return await self._call(
-            "append", _write, _append, session_id, items, active_agent, status, event, usage
+            "append",
+            _write,
+            _append,
+            session_id,
+            items,
+            active_agent,
+            status,
+            event,
+            usage,
+            open_case,
         )
 
     async def seen_event(self, platform: str, event_id: str) -> bool:
@@ -166,6 +191,55 @@ class SQLiteStore:
 
     async def model_calls(self, session_id: int) -> list[ModelCallRecord]:
         return await self._call("model_calls", _model_calls, session_id)
+
+    async def get_case(self, case_id: int) -> Case | None:
+        found = await self._call("get_case", _cases, "c.id = ?", (case_id,), 1)
+        return found[0] if found else None
+
+    async def cases(
+        self, *, session_id: int | None = None, status: CaseStatus | None = None, limit: int = 100
+    ) -> list[Case]:
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
+        if session_id is not None:
+            where.append("c.session_id = ?")
+            args.append(session_id)
+        if status is not None:
+            where.append("c.status = ?")
+            args.append(status)
+        return await self._call("cases", _cases, " AND ".join(where), tuple(args), limit)
+
+    async def case_actions(self, case_id: int) -> list[CaseAction]:
+        return await self._call("case_actions", _case_actions, case_id)
+
+    async def set_case_card(self, case_id: int, card: str) -> None:
+        await self._call("set_case_card", _write, _set_card, case_id, card)
+
+    async def moderate(
+        self,
+        case_id: int,
+        action: str,
+        actor: str,
+        *,
+        expect: tuple[CaseStatus, ...],
+        status: CaseStatus | None = None,
+        taken_over_by: str | Literal[False] | None = False,
+        items: Sequence[Item] = (),
+        active_agent: str | None = None,
+        session_status: Status | None = None,
+    ) -> Case | None:
+        change = _Moderation(
+            case_id,
+            action,
+            actor,
+            expect,
+            status,
+            taken_over_by,
+            tuple(items),
+            active_agent,
+            session_status,
+        )
+        return await self._call("moderate", _write, _moderate, change)
 
 
 # Everything below runs on the connection thread, one call per store operation.
@@ -192,10 +266,9 @@ def _prepare(db: sqlite3.Connection, path: str, busy_timeout_ms: int) -> None:
 
 
 def _migrate(db: sqlite3.Connection, version: int, script: str) -> None:
-    for statement in script.split(";"):
-        if any(
-            line.strip() and not line.strip().startswith("--") for line in statement.split("\n")
-        ):
+    code = "\n".join(line for line in script.splitlines() if not line.strip().startswith("--"))
+    for statement in code.split(";"):
+        if statement.strip():
             db.execute(statement)
     db.execute(f"PRAGMA user_version = {int(version)}")
 
@@ -263,7 +336,9 @@ def _receive(
         if not may_open:
             return Received(session, "ignored")
         session = _open(db, key, workflow, start_agent)
-    stored = _append(db, session.id, [item], None, None, event, None)
+    if isinstance(item, UserTurn) and session.taken_over_by == item.author:
+        item = ModeratorMessage(item.author, item.text)  # the moderator holding the thread
+    stored = _append(db, session.id, [item], None, None, event, None, None)
     return Received(stored, "stored")
 
 
@@ -275,6 +350,7 @@ def _append(
     status: Status | None,
     event: tuple[str, str] | None,
     usage: ModelUsage | None,
+    open_case: tuple[str, str | None] | None = None,
 ) -> Session | None:
     now = time.time()
     if event is not None:
@@ -321,6 +397,12 @@ def _append(
             "completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (session_id, first, usage.agent, usage.model, prompt, completion, now),
         )
+    if open_case is not None:
+        db.execute(
+            "INSERT INTO cases (session_id, agent, reason, opened_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (session_id, open_case[0], open_case[1], now, now),
+        )
     return session
 
 
@@ -363,6 +445,67 @@ def _list(db: sqlite3.Connection, limit: int) -> list[Session]:
     return [session for row in rows if (session := _session(row)) is not None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Moderation:
+    case_id: int
+    action: str
+    actor: str
+    expect: tuple[CaseStatus, ...]
+    status: CaseStatus | None
+    taken_over_by: str | Literal[False] | None
+    items: tuple[Item, ...]
+    active_agent: str | None
+    session_status: Status | None
+
+
+def _moderate(db: sqlite3.Connection, change: _Moderation) -> Case | None:
+    found = _cases(db, "c.id = ?", (change.case_id,), 1)
+    if not found or found[0].status not in change.expect:
+        return None
+    case = found[0]
+    now = time.time()
+    db.execute(
+        "UPDATE cases SET status = coalesce(?, status), moderator = ?, updated_at = ? WHERE id = ?",
+        (change.status, change.actor, now, case.id),
+    )
+    seq = db.execute(
+        "SELECT coalesce(max(seq), 0) + 1 FROM case_actions WHERE case_id = ?", (case.id,)
+    ).fetchone()[0]
+    db.execute(
+        "INSERT INTO case_actions (case_id, seq, action, actor, at) VALUES (?, ?, ?, ?, ?)",
+        (case.id, seq, change.action, change.actor, now),
+    )
+    if change.taken_over_by is not False:
+        db.execute(
+            "UPDATE sessions SET taken_over_by = ? WHERE id = ?",
+            (change.taken_over_by, case.session_id),
+        )
+    _append(
+        db, case.session_id, change.items, change.active_agent, change.session_status, None, None
+    )
+    return _cases(db, "c.id = ?", (case.id,), 1)[0]
+
+
+def _set_card(db: sqlite3.Connection, case_id: int, card: str) -> None:
+    db.execute("UPDATE cases SET card = ? WHERE id = ?", (card, case_id))
+
+
+def _cases(db: sqlite3.Connection, where: str, args: tuple[Any, ...], limit: int) -> list[Case]:
+    rows = db.execute(
+        f"SELECT {_CASE_COLUMNS} FROM cases c JOIN sessions s ON s.id = c.session_id "
+        f"WHERE {where} ORDER BY c.id DESC LIMIT ?",
+        (*args, limit),
+    ).fetchall()
+    return [Case(row[0], row[1], SessionKey(row[2], row[3], row[4]), *row[5:]) for row in rows]
+
+
+def _case_actions(db: sqlite3.Connection, case_id: int) -> list[CaseAction]:
+    rows = db.execute(
+        "SELECT action, actor, at FROM case_actions WHERE case_id = ? ORDER BY seq", (case_id,)
+    ).fetchall()
+    return [CaseAction(*row) for row in rows]
+
+
 def _model_calls(db: sqlite3.Connection, session_id: int) -> list[ModelCallRecord]:
     rows = db.execute(
         "SELECT seq, created_at, agent, model, prompt_tokens, completion_tokens FROM model_calls "
@@ -387,6 +530,7 @@ def _session(row: Any) -> Session | None:
         model_calls=row[10],
         prompt_tokens=row[11],
         completion_tokens=row[12],
+        taken_over_by=row[13],
     )
 
 

@@ -58,6 +58,8 @@ async def test_canonical_conversation_through_the_console(tmp_path: Path) -> Non
         "Returns: Thanks! Order 42 is eligible; a return label is on its way.",
         "  ↪ Returns handed you to Fraud: Refund without return.",
         "Fraud Review: A colleague will review this; please send photos of the parcel.",
+        "[moderators] Case #1: Fraud review (open) opened: Refund without return. "
+        "(/approve 1, /reject 1, /takeover 1, /close 1)",
         "Bye. Resume this conversation with: --thread shop",
     ]
     assert "Resuming thread shop: Fraud, open." in second

@@ -112,7 +112,7 @@ async def test_two_threads_interleave_without_cross_talk(store: SQLiteStore) -> 
     results = await asyncio.gather(*(service.handle(msg(t, thread)) for thread, t in order))
     texts = {t: r.posts[0].text for (_, t), r in zip(order, results, strict=True)}
     assert texts == {"a1": "a1", "b1": "b1", "a2": "a1|a2", "b2": "b1|b2", "a3": "a1|a2|a3"}
-    assert len(service._lanes) == 0  # lanes are dropped once idle
+    assert len(service.lanes) == 0  # lanes are dropped once idle
 
 
 async def test_different_threads_run_concurrently(store: SQLiteStore) -> None:

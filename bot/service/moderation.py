@@ -1,0 +1,168 @@
+"""Moderator actions on review cases: approve, reject, take over, hand back, close.
+
+Who may act is the adapter's question (platform rights, checked for every click); what an
+action does is decided here, inside the thread's lane so it never interleaves with a turn, and
+applied by the store in one transaction that refuses a stale action.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.engine.agents import Persona
+from bot.engine.transcript import AgentReply, Item, ModeratorMessage, Notice, UserTurn
+from bot.service.conversation import ConversationService
+from bot.service.messages import Post
+from bot.store.base import Case, CaseStatus, Status
+
+log = logging.getLogger(__name__)
+
+Action = Literal["approve", "reject", "takeover", "handback", "close"]
+ACTIONS: tuple[Action, ...] = ("approve", "reject", "takeover", "handback", "close")
+MODERATOR = Persona("Moderator", emoji=":shield:")
+_LIVE: tuple[CaseStatus, ...] = ("open", "approved", "rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What an action did: a line for the moderator, and posts for the user's thread."""
+
+    ok: bool
+    message: str
+    case: Case | None = None
+    posts: tuple[Post, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CaseCard:
+    """What moderators are shown about a case, platform-neutral."""
+
+    case: Case
+    excerpt: tuple[str, ...]
+
+    @property
+    def title(self) -> str:
+        return f"Case #{self.case.id}: {self.case.agent} review ({self.case.status})"
+
+
+class Moderation:
+    """Applies moderator actions to cases of one service's conversations."""
+
+    def __init__(self, service: ConversationService) -> None:
+        self.service = service
+        self.store = service.store
+
+    async def card(self, case: Case, lines: int = 6) -> CaseCard:
+        """The case with a short excerpt of the conversation's visible messages."""
+        excerpt: list[str] = []
+        for entry in await self.store.recent(case.session_id, 40):
+            item = entry.item
+            if isinstance(item, UserTurn):
+                excerpt.append(f"user: {item.text}")
+            elif isinstance(item, AgentReply) and item.text:
+                excerpt.append(f"{item.agent}: {item.text}")
+            elif isinstance(item, ModeratorMessage):
+                excerpt.append(f"moderator: {item.text}")
+        return CaseCard(case, tuple(_clip(line) for line in excerpt[-lines:]))
+
+    async def act(
+        self, case_id: int, action: Action, moderator: str, *, agent: str | None = None
+    ) -> ActionResult:
+        """Apply `action` by `moderator`; a stale or impossible action changes nothing."""
+        case = await self.store.get_case(case_id)
+        if case is None:
+            return ActionResult(False, f"There is no case #{case_id}.")
+        async with self.service.lanes.hold(case.key):
+            session = await self.store.get_session(case.session_id)
+            assert session is not None
+            change = self._plan(case, action, moderator, session.taken_over_by, agent)
+            if isinstance(change, str):
+                return ActionResult(False, change, case)
+            done = await self.store.moderate(
+                case.id,
+                action,
+                moderator,
+                expect=change.expect,
+                status=change.status,
+                taken_over_by=change.holder,
+                items=change.items,
+                active_agent=change.active,
+                session_status=change.session_status,
+            )
+        if done is None:
+            fresh = await self.store.get_case(case.id)
+            return ActionResult(False, _stale(fresh or case), fresh)
+        log.warning("case #%d: %s by %s", case.id, action, moderator)
+        post = Post("notice", change.announce, MODERATOR, None)
+        return ActionResult(True, f"Case #{case.id}: {change.announce}", done, (post,))
+
+    def _plan(
+        self, case: Case, action: Action, moderator: str, holder: str | None, agent: str | None
+    ) -> _Change | str:
+        """What the action changes, or why it cannot be done."""
+        if case.status == "closed":
+            return f"Case #{case.id} is already closed."
+        match action:
+            case "approve" | "reject":
+                if case.status != "open":
+                    return _stale(case)
+                verdict: CaseStatus = "approved" if action == "approve" else "rejected"
+                note = ModeratorMessage(moderator, f"The moderator {verdict} the request.")
+                return _Change(
+                    f"A moderator {verdict} this request.", ("open",), verdict, items=(note,)
+                )
+            case "takeover":
+                if holder is not None:
+                    return f"Case #{case.id} is already taken over by {holder}."
+                return _Change(
+                    "A moderator has joined this conversation; the assistant will stay quiet "
+                    "until they hand it back.",
+                    holder=moderator,
+                    items=(Notice(f"{moderator} took over."),),
+                )
+            case "handback":
+                if holder is None:
+                    return f"Case #{case.id} is not taken over."
+                target = agent or case.agent
+                if target not in self.service.workflow.agents:
+                    return f"There is no agent named {target!r}."
+                return _Change(
+                    f"The moderator handed the conversation back to {target}.",
+                    holder=None,
+                    items=(Notice(f"{moderator} handed back to {target}."),),
+                    active=target,
+                )
+            case "close":
+                return _Change(
+                    "A moderator closed this conversation.",
+                    status="closed",
+                    holder=None,
+                    items=(Notice(f"Closed by moderator {moderator}."),),
+                    session_status="closed",
+                )
+        return f"Unknown action {action!r}."
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """What one moderator action changes, applied by the store in one transaction."""
+
+    announce: str
+    expect: tuple[CaseStatus, ...] = _LIVE
+    status: CaseStatus | None = None
+    holder: str | Literal[False] | None = False
+    items: tuple[Item, ...] = ()
+    active: str | None = None
+    session_status: Status | None = None
+
+
+def _stale(case: Case) -> str:
+    who = f" by {case.moderator}" if case.moderator else ""
+    return f"Case #{case.id} was already {case.status}{who}; nothing changed."
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
