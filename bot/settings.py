@@ -43,6 +43,8 @@ class Settings(BaseModel):
     slack_app_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str | None = None
+    slack_moderator_channel: str | None = None
+    slack_moderator_ids: str = ""
     port: int = Field(default=3000, ge=0, le=65535)
 
     discord_token: SecretStr | None = None

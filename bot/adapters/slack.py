@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,18 +23,15 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.text import escape_slack, split_text
-from bot.engine.agents import Persona
-from bot.service import ConversationService, IncomingMessage, Post
+from bot.adapters.slack_cards import SlackCards
+from bot.adapters.slack_thread import DM_THREAD, SlackThread
+from bot.service import ConversationService, IncomingMessage, Moderation
 from bot.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
-POST_LIMIT = 3900
 END_WORDS = frozenset({"end", "/end", "end conversation", "close"})
-DM_THREAD = "dm"
-WORKING_TEXT = "_working on it…_"
 _MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
 
 
@@ -46,6 +44,8 @@ class SlackConfig:
     signing_secret: str | None
     api_url: str | None
     port: int
+    moderator_channel: str | None = None
+    moderator_ids: frozenset[str] = frozenset()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackConfig:
@@ -75,7 +75,16 @@ class SlackConfig:
         api_url = settings.slack_api_url
         if api_url and not api_url.endswith("/"):
             api_url += "/"
-        return cls(bot, app or None, signing or None, api_url, settings.port)
+        ids = frozenset(part.strip() for part in settings.slack_moderator_ids.split(",") if part)
+        return cls(
+            bot,
+            app or None,
+            signing or None,
+            api_url,
+            settings.port,
+            settings.slack_moderator_channel or None,
+            ids,
+        )
 
 
 def _secret(value: Any) -> str:
@@ -115,70 +124,6 @@ def to_incoming(event: dict[str, Any], bot_user_id: str | None) -> IncomingMessa
         author=str(event["user"]),
         mentioned=mentioned,
     )
-
-
-class SlackThread:
-    """Posts into one thread under agent personas, with a placeholder while a turn runs."""
-
-    def __init__(self, client: AsyncWebClient, channel: str, thread: str):
-        self.client = client
-        self.channel = channel
-        self.thread_ts = None if thread == DM_THREAD else thread
-        self._placeholder: tuple[str, Persona] | None = None
-
-    async def working(self, persona: Persona) -> None:
-        """Show that the bot is on it: a placeholder the first reply replaces."""
-        response = await self._send(WORKING_TEXT, persona)
-        self._placeholder = (str(response["ts"]), persona)
-
-    async def post(self, post: Post) -> None:
-        """Post one reply, handoff line or notice, split to fit and escaped."""
-        text = escape_slack(post.text)
-        if post.kind == "notice":
-            text = f"_{text}_"
-        chunks = split_text(text, POST_LIMIT) or ["…"]
-        if self._placeholder is not None:
-            ts, persona = self._placeholder
-            self._placeholder = None
-            if persona == post.persona and post.kind == "reply":
-                await self.client.chat_update(channel=self.channel, ts=ts, text=chunks[0])
-                chunks = chunks[1:]
-            else:
-                await self._delete(ts)
-        for chunk in chunks:
-            if post.kind == "handoff":
-                blocks = [{"type": "context", "elements": [{"type": "mrkdwn", "text": chunk}]}]
-                await self._send(chunk, post.persona, blocks=blocks)
-            else:
-                await self._send(chunk, post.persona)
-
-    async def finish(self) -> None:
-        """Remove a placeholder nothing replaced (the turn posted nothing)."""
-        if self._placeholder is not None:
-            ts, _ = self._placeholder
-            self._placeholder = None
-            await self._delete(ts)
-
-    async def _send(self, text: str, persona: Persona, **extra: Any) -> Any:
-        identity: dict[str, Any] = {"username": persona.name}
-        if persona.emoji:
-            identity["icon_emoji"] = persona.emoji
-        elif persona.avatar_url:
-            identity["icon_url"] = persona.avatar_url
-        return await self.client.chat_postMessage(
-            channel=self.channel,
-            thread_ts=self.thread_ts,
-            text=text,
-            unfurl_links=False,
-            **identity,
-            **extra,
-        )
-
-    async def _delete(self, ts: str) -> None:
-        try:
-            await self.client.chat_delete(channel=self.channel, ts=ts)
-        except SlackApiError as exc:
-            log.warning("could not remove a placeholder in %s: %s", self.channel, exc)
 
 
 class _TokenFromEnvironment(logging.Filter):
@@ -226,12 +171,16 @@ def build_app(service: ConversationService, config: SlackConfig) -> AsyncApp:
                 for post in ended.posts:
                     await thread.post(post)
                 return
-            await service.handle(incoming, emit=thread.post, on_start=thread.working)
+            result = await service.handle(incoming, emit=thread.post, on_start=thread.working)
         finally:
             await thread.finish()
+        for case in result.cases:
+            await cards.post(case)
 
+    cards = SlackCards(client, Moderation(service), config)
     app.event("app_mention")(on_message)
     app.event("message")(on_message)
+    app.action(re.compile(r"^case_(approve|reject|takeover|handback|close)$"))(cards.on_click)
     return app
 
 
@@ -251,6 +200,13 @@ async def serve(service: ConversationService, config: SlackConfig) -> None:
         where = config.api_url or "slack.com"
         raise SettingsError(f"cannot reach Slack at {where} ({type(exc).__name__})") from None
     log.info("slack: signed in as %s in team %s", identity.get("user"), identity.get("team"))
+    if config.moderator_channel is None and any(a.review for a in service.workflow.agents.values()):
+        print(
+            "warning: SLACK_MODERATOR_CHANNEL is not set: escalations still open cases "
+            "(`python -m bot cases`), but no card reaches moderators in Slack",
+            file=sys.stderr,
+            flush=True,
+        )
     if config.app_token:
         handler = AsyncSocketModeHandler(app, config.app_token)
         await handler.connect_async()  # type: ignore[no-untyped-call]

@@ -55,6 +55,7 @@ class SlackServer:
     _runner: web.AppRunner | None = None
     _ts: Any = field(default_factory=lambda: itertools.count(1))
     _limited: int = 0
+    members: dict[str, list[str]] = field(default_factory=dict)
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -64,6 +65,7 @@ class SlackServer:
     async def start(self) -> SlackServer:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/nope/{method}", self._not_found)
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
@@ -132,6 +134,19 @@ class SlackServer:
         ts = f"{int(time.time())}.{next(self._ts):06d}"
         return {"channel": args.get("channel"), "ts": ts, "message": {"text": args.get("text")}}
 
+    def _conversations_members(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "members": self.members.get(args.get("channel", ""), []),
+            "response_metadata": {"next_cursor": ""},
+        }
+
+    def _chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        channel, ts = args.get("channel"), str(args.get("message_ts", "")).replace(".", "")
+        return {
+            "channel": channel,
+            "permalink": f"https://test.slack.example/archives/{channel}/p{ts}",
+        }
+
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"channel": args.get("channel"), "ts": args.get("ts")}
 
@@ -173,6 +188,52 @@ class SlackServer:
         await self._sockets[-1].send_str(json.dumps(envelope))
         return envelope_id
 
+    async def click(self, message: Visible, action_id: str, *, user: str) -> str:
+        """A user clicks a button of `message` (a block_actions interaction over the socket)."""
+        await self.connected()
+        button = next(
+            element
+            for block in message.args.get("blocks", [])
+            if block["type"] == "actions"
+            for element in block["elements"]
+            if element["action_id"] == action_id
+        )
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": user, "team_id": "T1"},
+            "api_app_id": "A1",
+            "token": "verification-token",
+            "container": {
+                "type": "message",
+                "message_ts": message.ts,
+                "channel_id": message.channel,
+                "is_ephemeral": False,
+            },
+            "trigger_id": "trigger",
+            "team": {"id": "T1", "domain": "test"},
+            "channel": {"id": message.channel, "name": "moderators"},
+            "message": {
+                "type": "message",
+                "ts": message.ts,
+                "text": message.text,
+                "blocks": message.args.get("blocks", []),
+            },
+            "response_url": f"http://127.0.0.1:{self.port}/response",
+            "actions": [{**button, "block_id": "b", "action_ts": str(time.time())}],
+        }
+        envelope_id = str(uuid.uuid4())
+        await self._sockets[-1].send_str(
+            json.dumps(
+                {
+                    "envelope_id": envelope_id,
+                    "type": "interactive",
+                    "accepts_response_payload": False,
+                    "payload": payload,
+                }
+            )
+        )
+        return envelope_id
+
     # Reading what the bot did
 
     def visible(self, channel: str | None = None) -> list[Visible]:
@@ -191,6 +252,11 @@ class SlackServer:
                 )
             elif call.method == "chat.update" and call.args["ts"] in shown:
                 shown[call.args["ts"]].text = call.args["text"]
+                if "blocks" in call.args:
+                    shown[call.args["ts"]].args = {
+                        **shown[call.args["ts"]].args,
+                        "blocks": call.args["blocks"],
+                    }
             elif call.method == "chat.delete":
                 shown.pop(call.args["ts"], None)
         return [v for v in shown.values() if channel is None or v.channel == channel]
