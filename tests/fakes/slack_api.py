@@ -140,7 +140,7 @@ class SlackServer:
             "response_metadata": {"next_cursor": ""},
         }
 
-    def _chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+    def _chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:
         channel, ts = args.get("channel"), str(args.get("message_ts", "")).replace(".", "")
         return {
             "channel": channel,
