@@ -50,6 +50,8 @@ class Settings(BaseModel):
     discord_token: SecretStr | None = None
     discord_api_url: str | None = None
     discord_gateway_url: str | None = None
+    discord_moderator_channel: int | None = None
+    discord_moderator_role: str | None = None
 
     @field_validator("openai_parallel_tool_calls", "openai_tool_choice", mode="before")
     @classmethod

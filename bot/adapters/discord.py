@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,10 @@ import discord
 import yarl
 from discord.gateway import DiscordWebSocket
 
+from bot.adapters.discord_cards import NO_MENTIONS, DiscordCards
 from bot.adapters.text import split_text
 from bot.engine.agents import Persona
-from bot.service import ConversationService, IncomingMessage, Post
+from bot.service import ConversationService, IncomingMessage, Moderation, Post
 from bot.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,6 @@ PLATFORM = "discord"
 POST_LIMIT = 2000
 WEBHOOK_NAME = "Switchboard"
 END_WORDS = frozenset({"end", "/end", "end conversation", "close"})
-NO_MENTIONS = discord.AllowedMentions.none()
 _FORBIDDEN_NAME = re.compile(r"discord|clyde", re.IGNORECASE)
 
 
@@ -39,6 +40,8 @@ class DiscordConfig:
     token: str
     api_url: str | None = None
     gateway_url: str | None = None
+    moderator_channel: int | None = None
+    moderator_role: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiscordConfig:
@@ -48,7 +51,13 @@ class DiscordConfig:
                 "DISCORD_TOKEN is missing: copy the bot token from the Developer Portal "
                 "(your application > Bot > Reset Token)"
             )
-        return cls(token, settings.discord_api_url, settings.discord_gateway_url)
+        return cls(
+            token,
+            settings.discord_api_url,
+            settings.discord_gateway_url,
+            settings.discord_moderator_channel,
+            settings.discord_moderator_role,
+        )
 
     def point_at_endpoints(self) -> None:
         """Send REST and gateway traffic to the configured URLs (local servers, proxies)."""
@@ -77,7 +86,14 @@ def thread_name(text: str) -> str:
 class SwitchboardClient(discord.Client):
     """A discord.py client that hands messages to the service and posts its replies."""
 
-    def __init__(self, service: ConversationService, **options: Any) -> None:
+    def __init__(
+        self,
+        service: ConversationService,
+        *,
+        moderator_channel: int | None = None,
+        moderator_role: str | None = None,
+        **options: Any,
+    ) -> None:
         # The bot uses no voice: skip discord.py's warnings about voice libraries.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()
@@ -85,6 +101,7 @@ class SwitchboardClient(discord.Client):
         super().__init__(intents=intents, allowed_mentions=NO_MENTIONS, **options)
         self.service = service
         self._webhooks: dict[int, discord.Webhook] = {}
+        self.cards = DiscordCards(self, Moderation(service), moderator_channel, moderator_role)
 
     async def on_ready(self) -> None:
         log.info("discord: connected as %s", self.user)
@@ -128,7 +145,21 @@ class SwitchboardClient(discord.Client):
                 await poster.post(post)
             return
         async with self.get_partial_messageable(thread_id).typing():
-            await self.service.handle(incoming, emit=poster.post)
+            result = await self.service.handle(incoming, emit=poster.post)
+        for case in result.cases:
+            await self.cards.post(case)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Buttons on review cards; every other interaction is not ours."""
+        await self.cards.on_interaction(interaction)
+
+    async def poster_for(self, key_channel: str, thread: str) -> ThreadPoster:
+        """A poster for a stored conversation's thread (or DM)."""
+        if key_channel == "dm":
+            return ThreadPoster(self, int(thread), None)
+        channel = self.get_channel(int(thread)) or await self.fetch_channel(int(thread))
+        parent = getattr(channel, "parent_id", None)
+        return ThreadPoster(self, int(thread), parent)
 
     async def webhook_for(self, channel_id: int) -> discord.Webhook:
         """The channel's Switchboard webhook, found or created once, then reused."""
@@ -185,7 +216,18 @@ class ThreadPoster:
 async def serve(service: ConversationService, config: DiscordConfig) -> None:
     """Log in and take gateway events until cancelled; translate start-up failures."""
     config.point_at_endpoints()
-    client = SwitchboardClient(service)
+    if config.moderator_channel is None and any(a.review for a in service.workflow.agents.values()):
+        print(
+            "warning: DISCORD_MODERATOR_CHANNEL is not set: escalations still open cases "
+            "(`python -m bot cases`), but no card reaches moderators in Discord",
+            file=sys.stderr,
+            flush=True,
+        )
+    client = SwitchboardClient(
+        service,
+        moderator_channel=config.moderator_channel,
+        moderator_role=config.moderator_role,
+    )
     try:
         async with client:
             await client.start(config.token)

@@ -25,6 +25,8 @@ BOT = 900000000000000003
 APP = 900000000000000004
 USER = 900000000000000005
 OTHER_BOT = 900000000000000006
+MOD_CHANNEL = 900000000000000007
+MOD_ROLE = 900000000000000008
 TOKEN = "test-token"
 _snowflakes = itertools.count(910000000000000000)
 
@@ -120,12 +122,19 @@ def guild(channels: list[dict[str, Any]], threads: list[dict[str, Any]]) -> dict
         "mentionable": False,
         "flags": 0,
     }
+    moderators = {
+        **everyone,
+        "id": str(MOD_ROLE),
+        "name": "Moderators",
+        "position": 1,
+        "permissions": "0",
+    }
     return {
         "id": str(GUILD),
         "name": "Test",
         "icon": None,
         "owner_id": str(USER),
-        "roles": [everyone],
+        "roles": [everyone, moderators],
         "emojis": [],
         "stickers": [],
         "features": [],
@@ -182,6 +191,9 @@ class DiscordServer:
     webhooks: dict[int, dict[str, Any]] = field(default_factory=dict)
     executions: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
+    cards: dict[str, dict[str, Any]] = field(default_factory=dict)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+    clicked: dict[str, str] = field(default_factory=dict)
     close_with: int | None = None
     port: int = 0
     _socket: web.WebSocketResponse | None = None
@@ -228,7 +240,7 @@ class DiscordServer:
         if request.can_read_body:
             body = json.loads(await request.read() or b"null")
         self.requests.append(Request(request.method, path, dict(request.query), body))
-        webhook = path.startswith("/webhooks/")  # authorised by the token in the URL
+        webhook = path.startswith(("/webhooks/", "/interactions/"))  # token in the URL
         if not webhook and request.headers.get("Authorization") != f"Bot {TOKEN}":
             return _json({"message": "401: Unauthorized", "code": 0}, 401)
         route = (request.method, _shape(path))
@@ -248,6 +260,7 @@ class DiscordServer:
             ("POST", "/webhooks/#/*"): self._execute_webhook,
             ("POST", "/channels/#/typing"): self._typing,
             ("POST", "/channels/#/messages"): self._create_message,
+            ("POST", "/interactions/#/*/callback"): self._interaction_callback,
         }
 
     async def _me(self, *args: Any) -> web.Response:
@@ -336,26 +349,79 @@ class DiscordServer:
 
     async def _create_message(self, path: str, query: Any, body: Any) -> web.Response:
         channel = path.split("/")[2]
-        self.messages.append({**body, "channel_id": channel})
-        return _json(
+        message = {
+            "id": str(snowflake()),
+            "channel_id": channel,
+            "author": BOT_USER,
+            "content": body.get("content") or "",
+            "timestamp": now(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": body.get("embeds") or [],
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+            "components": body.get("components") or [],
+        }
+        self.messages.append({**body, "channel_id": channel, "id": message["id"]})
+        self.cards[message["id"]] = message
+        return _json(message)
+
+    async def _interaction_callback(self, path: str, query: Any, body: Any) -> web.Response:
+        interaction_id = path.split("/")[2]
+        self.callbacks.append(body)
+        if body["type"] == 7:  # UPDATE_MESSAGE: the card changes in place
+            card = self.cards[self.clicked[interaction_id]]
+            card.update({k: v for k, v in body["data"].items() if k in ("embeds", "components")})
+        ephemeral = bool((body.get("data") or {}).get("flags", 0) & 64)
+        interaction = {"id": interaction_id, "type": 3, "response_message_ephemeral": ephemeral}
+        return _json({"interaction": interaction})
+
+    async def click(
+        self,
+        message_id: str,
+        custom_id: str,
+        *,
+        clicker: dict[str, Any],
+        roles: tuple[int, ...] | list[int] = (),
+        permissions: int = 0,
+    ) -> None:
+        """A member clicks a button on a message: INTERACTION_CREATE over the gateway."""
+        interaction_id = str(snowflake())
+        self.clicked[interaction_id] = message_id
+        card = self.cards[message_id]
+        channel = {**text_channel(int(card["channel_id"])), "name": "moderators"}
+        clicking_member = {
+            **member(clicker),
+            "roles": [str(role) for role in roles],
+            "permissions": str(permissions),
+        }
+        await self.dispatch(
+            "INTERACTION_CREATE",
             {
-                "id": str(snowflake()),
-                "channel_id": channel,
-                "author": BOT_USER,
-                "content": body.get("content", ""),
-                "timestamp": now(),
-                "edited_timestamp": None,
-                "tts": False,
-                "mention_everyone": False,
-                "mentions": [],
-                "mention_roles": [],
-                "attachments": [],
-                "embeds": [],
-                "pinned": False,
-                "type": 0,
-                "flags": 0,
-                "components": [],
-            }
+                "id": interaction_id,
+                "application_id": str(APP),
+                "type": 3,
+                "data": {"custom_id": custom_id, "component_type": 2},
+                "guild_id": str(GUILD),
+                "channel_id": card["channel_id"],
+                "channel": channel,
+                "member": clicking_member,
+                "token": f"itoken-{interaction_id}",
+                "version": 1,
+                "message": {**card, "guild_id": str(GUILD)},
+                "app_permissions": "0",
+                "locale": "en-US",
+                "guild_locale": "en-US",
+                "entitlements": [],
+                "authorizing_integration_owners": {"0": str(GUILD)},
+                "attachment_size_limit": 10485760,
+                "context": 0,
+            },
         )
 
     async def _typing(self, *args: Any) -> web.Response:
@@ -404,7 +470,8 @@ class DiscordServer:
                 "shard": [0, 1],
             },
         )
-        await self.dispatch("GUILD_CREATE", guild([text_channel()], list(self.threads.values())))
+        channels = [text_channel(), {**text_channel(MOD_CHANNEL), "name": "moderators"}]
+        await self.dispatch("GUILD_CREATE", guild(channels, list(self.threads.values())))
         self._ready.set()
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
@@ -466,6 +533,8 @@ def _shape(path: str) -> str:
     parts = path.strip("/").split("/")
     shaped = ["#" if part.isdigit() else part for part in parts]
     if shaped[:1] == ["webhooks"] and len(shaped) == 3:
+        shaped[2] = "*"
+    if shaped[:1] == ["interactions"] and len(shaped) == 4:
         shaped[2] = "*"
     return "/" + "/".join(shaped)
 
