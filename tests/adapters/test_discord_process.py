@@ -113,7 +113,12 @@ async def test_a_restarted_process_continues_the_thread(
 async def test_start_up_errors_are_one_clear_line(
     discord_server: DiscordServer, tmp_path: Path, setup: str, message: str
 ) -> None:
-    env = environment(discord_server, OPENAI_API_KEY="sk-x", BOT_DATABASE=str(tmp_path / "d.db"))
+    env = environment(
+        discord_server,
+        OPENAI_API_KEY="sk-x",
+        BOT_DATABASE=str(tmp_path / "d.db"),
+        DISCORD_MODERATOR_CHANNEL="900000000000000007",
+    )
     if setup == "close_4014":
         discord_server.close_with = 4014
     elif setup == "bad_token":
@@ -125,3 +130,16 @@ async def test_start_up_errors_are_one_clear_line(
     assert process.returncode == 1
     assert err.decode() == message
     assert "sk-x" not in err.decode() and "not-the-token" not in err.decode()
+
+
+async def test_missing_moderation_config_is_a_start_up_warning(
+    discord_server: DiscordServer, tmp_path: Path
+) -> None:
+    discord_server.close_with = 4014  # stop right after start-up
+    env = environment(discord_server, OPENAI_API_KEY="sk-x", BOT_DATABASE=str(tmp_path / "d.db"))
+    process = await start(env)
+    _, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert err.decode().splitlines()[0] == (
+        "warning: DISCORD_MODERATOR_CHANNEL is not set: escalations still open cases "
+        "(`python -m bot cases`), but no card reaches moderators in Discord"
+    )

@@ -144,9 +144,11 @@ async def start_bot(
     return process
 
 
-async def stop_bot(process: asyncio.subprocess.Process) -> None:
+async def stop_bot(process: asyncio.subprocess.Process) -> str:
+    """Stop the bot; return what it wrote to stderr."""
     process.terminate()
-    await asyncio.wait_for(process.wait(), timeout=10)
+    _, err = await asyncio.wait_for(process.communicate(), timeout=10)
+    return err.decode()
 
 
 async def test_a_restarted_process_continues_the_thread(slack: SlackServer, tmp_path: Path) -> None:
@@ -156,7 +158,11 @@ async def test_a_restarted_process_continues_the_thread(slack: SlackServer, tmp_
         mention = user_message(f"<@{BOT_USER}> I want to return my order", kind="app_mention")
         await slack.push(mention)
         await slack.wait_for(lambda: len(visible_texts(slack)) == 2, within=20)
-        await stop_bot(first)
+        errors = await stop_bot(first)
+        assert errors.splitlines()[0] == (
+            "warning: SLACK_MODERATOR_CHANNEL is not set: escalations still open cases "
+            "(`python -m bot cases`), but no card reaches moderators in Slack"
+        )
 
         second = await start_bot(slack, chat, db)
         await slack.push(user_message("Order 42", thread_ts=mention["ts"]))

@@ -77,3 +77,44 @@ async def test_canonical_conversation_through_the_console(tmp_path: Path) -> Non
         "You are Fraud",
     ]
     assert {body["model"] for body in server.requests} == {"local-model"}
+
+
+async def test_console_moderation_and_the_cases_command(tmp_path: Path) -> None:
+    db = tmp_path / "shop.db"
+    async with ChatCompletionsServer(respond=canonical) as server:
+        out = await run_console(
+            server,
+            db,
+            "I want to return my order\nIt never arrived, just refund me\n/cases\n"
+            "/approve 1\n/approve 1\n/takeover 1\nhello?\n/mod 1 A person is here now.\n"
+            "/handback 1 Returns\n/close 1\n/help\n",
+        )
+    lines = out.splitlines()
+    assert "  #1 open: shop (Refund without return.)" in lines
+    assert "[moderators] Case #1: A moderator approved this request." in lines
+    assert "  ! A moderator approved this request." in lines
+    assert (
+        "[moderators] Case #1 was already approved by console-moderator; nothing changed." in lines
+    )
+    assert "  [moderator → shop] A person is here now." in lines
+    assert "[moderators] Case #1: The moderator handed the conversation back to Returns." in lines
+    assert "[moderators] Case #1: A moderator closed this conversation." in lines
+    after_takeover = lines[lines.index("  [moderator → shop] A person is here now.") - 1]
+    assert after_takeover.startswith("  ! A moderator has joined")  # "hello?" got no answer
+    assert any(line.startswith("Moderators: /cases") for line in lines)
+
+    listing = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "cases",
+        "--database",
+        str(db),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    printed, _ = await listing.communicate()
+    rows = printed.decode().splitlines()
+    assert rows[0].split() == ["case", "status", "age", "moderator", "thread", "reason"]
+    assert rows[1].split()[:2] == ["1", "closed"]
+    assert "console-moderator" in rows[1] and "Refund without return." in rows[1]
