@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.engine.agents import Persona
 from bot.engine.events import (
-    AgentMessage,
     Closed,
     Event,
     HandoffSent,
@@ -20,10 +21,11 @@ from bot.engine.transcript import Item, Notice, UserTurn, trim_window
 from bot.engine.workflow import Workflow
 from bot.models.base import ChatModel, Usage
 from bot.service.lanes import Lanes
-from bot.service.messages import IncomingMessage, Post, TurnResult
+from bot.service.messages import IncomingMessage, Post, TurnResult, post_to_dict
 from bot.service.window import WindowCache
 from bot.store.base import (
     Case,
+    Entry,
     ModelUsage,
     Session,
     SessionKey,
@@ -74,6 +76,9 @@ class ConversationService:
         self.lanes = Lanes()
         self._windows = WindowCache(self.window.items, self.window.cached_sessions)
         self._opened: dict[int, list[Case]] = {}
+        self.backlog: set[int] = set()  # sessions with posts waiting for the outbox worker
+        self.in_flight = 0
+        self.retry_delay = 1.0
 
     async def handle(
         self,
@@ -89,6 +94,20 @@ class ConversationService:
         """
         event = (message.platform, message.event_id) if message.event_id else None
         user = UserTurn(message.text, message.author)
+        self.in_flight += 1
+        try:
+            return await self._handle(message, user, event, emit, on_start)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(
+        self,
+        message: IncomingMessage,
+        user: UserTurn,
+        event: tuple[str, str] | None,
+        emit: Emit | None,
+        on_start: Started | None,
+    ) -> TurnResult:
         async with self.lanes.hold(message.key):
             received = await self.store.receive(
                 message.key,
@@ -111,7 +130,7 @@ class ConversationService:
             if on_start is not None:
                 entry = self.workflow.entry_agent(session.active_agent)
                 await on_start(self.workflow.agent(entry).display)
-            return await self._run(session, emit)
+            return await self._run(session, emit, user)
 
     async def end(self, key: SessionKey, *, by: str = "user") -> TurnResult:
         """Close the thread's open conversation at the user's request."""
@@ -131,41 +150,65 @@ class ConversationService:
         session = await self.store.find_session(key)
         return session is not None and session.status == "open"
 
-    async def _run(self, session: Session, emit: Emit | None) -> TurnResult:
-        posts: list[Post] = []
-        session_id = session.id
-
-        async def publish(post: Post | None) -> None:
-            if post is not None:
-                posts.append(post)
-                if emit is not None:
-                    await emit(post)
-
+    async def _run(self, session: Session, emit: Emit | None, user: UserTurn) -> TurnResult:
+        delivery = _Delivery(self, session.id, emit)
         try:
-            history = await self._history(session)
+            history = await self._history(session, user)
+            deferred: list[Event] = []
             async for event in self._runner.run(history, session.active_agent):
-                session = await self._persist(session, event)
-                await publish(self._post(session, event))
+                if isinstance(event, ModelCalled) and not event.reply.text and event.records:
+                    # A reply that is only tool calls owes the thread nothing: store it with
+                    # the calls' results, in one transaction (each step stays whole).
+                    deferred.append(event)
+                    continue
+                post = self._post(session, event)
+                session = await self._persist(session, [*deferred, event], post, delivery.take())
+                deferred.clear()
+                await delivery.publish(post)
+            if deferred:
+                session = await self._persist(session, deferred, None, delivery.take())
         except StoreError:
             raise
         except Exception:
             # Every step already stored is consistent on its own; say so honestly and go on.
             log.exception("session %s: turn failed", session.key)
-            session = await self._persist_notice(session, "Turn failed: internal error.")
             persona = self.workflow.agent(self.workflow.entry_agent(session.active_agent)).display
-            await publish(Post("notice", FAILED_TEXT, persona))
-        return TurnResult(session, tuple(posts), cases=tuple(self._opened.pop(session_id, ())))
+            post = Post("notice", FAILED_TEXT, persona)
+            session = await self._persist_notice(
+                session, "Turn failed: internal error.", post, delivery.take()
+            )
+            await delivery.publish(post)
+        await self.store.mark_sent(session.id, delivery.take())
+        cases = tuple(self._opened.pop(session.id, ()))
+        return TurnResult(session, tuple(delivery.posts), cases=cases)
 
-    async def _persist_notice(self, session: Session, text: str) -> Session:
-        stored = await self.store.append(session.id, [Notice(text)])
+    async def drain(self, within: float = 30.0) -> bool:
+        """Wait for running turns to finish; False if `within` seconds ran out first."""
+        deadline = time.monotonic() + within
+        while self.in_flight:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def _persist_notice(
+        self, session: Session, text: str, post: Post, delivered: int
+    ) -> Session:
+        stored = await self.store.append(
+            session.id, [Notice(text)], posts=[post_to_dict(post)], delivered=delivered
+        )
         if stored is None:
             return session
         self._windows.extend(stored.id, stored.item_count, [Notice(text)])
         return stored
 
-    async def _history(self, session: Session) -> list[Item]:
+    async def _history(self, session: Session, user: UserTurn | None = None) -> list[Item]:
         """The recent window the prompt needs, always with the conversation's first message."""
         window = self._windows.get(session.id, session.item_count)
+        if window is None and session.item_count == 1 and user is not None:
+            # A new conversation: its only item is the message just received.
+            self._windows.load(session.id, [Entry(1, time.time(), user)], None)
+            window = self._windows.get(session.id, session.item_count)
         if window is None:
             entries = await self.store.recent(session.id, self.window.items)
             first = None
@@ -181,40 +224,55 @@ class ConversationService:
             kept.insert(0, window.first_user)
         return kept
 
-    async def _persist(self, session: Session, event: Event) -> Session:
-        active = event.target if isinstance(event, HandoffSent) else None
-        status: Status | None = "closed" if isinstance(event, Closed) else None
-        if not event.records and active is None and status is None:
+    async def _persist(
+        self, session: Session, events: list[Event], post: Post | None, delivered: int
+    ) -> Session:
+        """Store the steps' records with the post they owe the thread, in one transaction."""
+        records = [record for event in events for record in event.records]
+        active = next((e.target for e in events if isinstance(e, HandoffSent)), None)
+        status: Status | None = "closed" if any(isinstance(e, Closed) for e in events) else None
+        if not records and active is None and status is None and post is None:
+            if delivered:
+                await self.store.mark_sent(session.id, delivered)
             return session
+        case = next(
+            (
+                (e.target, e.reason)
+                for e in events
+                if isinstance(e, HandoffSent) and self.workflow.agent(e.target).review
+            ),
+            None,
+        )
         usage = None
-        case = None
-        if isinstance(event, HandoffSent) and self.workflow.agent(event.target).review:
-            case = (event.target, event.reason)
-        if isinstance(event, ModelCalled):
-            tokens = event.usage or Usage()
+        called = [e for e in events if isinstance(e, ModelCalled)]
+        if called:  # at most one model call per persisted group
+            tokens = called[0].usage or Usage()
             usage = ModelUsage(
-                event.agent, event.model, tokens.prompt_tokens, tokens.completion_tokens
+                called[0].agent, called[0].model, tokens.prompt_tokens, tokens.completion_tokens
             )
         stored = await self.store.append(
             session.id,
-            event.records,
+            records,
             active_agent=active,
             status=status,
             usage=usage,
             open_case=case,
+            posts=[post_to_dict(post)] if post is not None else [],
+            delivered=delivered,
         )
         assert stored is not None
         if case is not None:
             opened = (await self.store.cases(session_id=session.id, limit=1))[0]
             self._opened.setdefault(session.id, []).append(opened)
             log.warning("session %s: case #%d opened for %s", session.key, opened.id, case[0])
-        self._windows.extend(stored.id, stored.item_count, event.records)
+        self._windows.extend(stored.id, stored.item_count, records)
         return stored
 
     def _post(self, session: Session, event: Event) -> Post | None:
+        """The post a step owes the thread; a reply is queued with the model call that wrote it."""
         match event:
-            case AgentMessage(agent=agent, text=text):
-                return Post("reply", text, self.workflow.agent(agent).display, agent)
+            case ModelCalled(agent=agent, reply=reply) if reply.text and reply.text.strip():
+                return Post("reply", reply.text, self.workflow.agent(agent).display, agent)
             case HandoffSent(source=source, target=target, reason=reason):
                 log.info("session %s: %s handed off to %s", session.key, source, target)
                 if not self.show_handoffs:
@@ -230,3 +288,50 @@ class ConversationService:
                 return Post("notice", CLOSED_TEXT, self.workflow.agent(agent).display, agent)
             case _:
                 return None
+
+
+class _Delivery:
+    """One turn's posts: delivered through `emit` in order, or left queued in the outbox.
+
+    Once a post fails (or the thread already has a backlog), later posts of the turn stay
+    queued behind it, so the outbox worker delivers them in order.
+    """
+
+    def __init__(self, service: ConversationService, session_id: int, emit: Emit | None):
+        self.service = service
+        self.session_id = session_id
+        self.emit = emit
+        self.posts: list[Post] = []
+        self._delivered = 0
+        self._blocked = session_id in service.backlog
+
+    def take(self) -> int:
+        """Posts delivered since the last call, for the next store write to mark sent."""
+        count, self._delivered = self._delivered, 0
+        return count
+
+    async def publish(self, post: Post | None) -> None:
+        if post is None:
+            return
+        self.posts.append(post)
+        if self.emit is None:
+            self._delivered += 1  # the caller posts what the result returns
+            return
+        if self._blocked:
+            return
+        try:
+            await self.emit(post)
+        except Exception as exc:
+            self._blocked = True
+            self.service.backlog.add(self.session_id)
+            store = self.service.store
+            await store.mark_sent(self.session_id, self.take())
+            retry = time.time() + self.service.retry_delay
+            await store.mark_failed(self.session_id, f"{type(exc).__name__}: {exc}", retry)
+            log.warning(
+                "session %d: post failed (%s); queued for retry",
+                self.session_id,
+                type(exc).__name__,
+            )
+            return
+        self._delivered += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from bot.engine.agents import Persona
 from bot.store.base import Case, Session, SessionKey
@@ -40,6 +40,22 @@ class Post:
     text: str
     persona: Persona
     agent: str | None = None
+
+
+def post_to_dict(post: Post) -> dict[str, Any]:
+    """A post as stored in the outbox."""
+    persona = post.persona
+    return {
+        "kind": post.kind,
+        "text": post.text,
+        "agent": post.agent,
+        "persona": [persona.name, persona.emoji, persona.avatar_url],
+    }
+
+
+def post_from_dict(data: dict[str, Any]) -> Post:
+    """A post read back from the outbox."""
+    return Post(data["kind"], data["text"], Persona(*data["persona"]), data.get("agent"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from bot.engine.transcript import Item
 
@@ -93,6 +93,18 @@ class ModelCallRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A post the bot owes a thread, as stored in the outbox (`body` is the post as a dict)."""
+
+    id: int
+    session_id: int
+    key: SessionKey
+    body: dict[str, Any]
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     """A transcript item as stored: its position and time."""
 
@@ -165,13 +177,32 @@ class SessionStore(Protocol):
         event: tuple[str, str] | None = None,
         usage: ModelUsage | None = None,
         open_case: tuple[str, str | None] | None = None,
+        posts: Sequence[dict[str, Any]] = (),
+        delivered: int = 0,
     ) -> Session | None:
         """Atomically: claim `event` (platform, id), append items, update agent and status,
-        record `usage` for the model call whose reply is the first item, and open a case
-        `(review agent, reason)`.
+        record `usage` for the model call whose reply is the first item, open a case
+        `(review agent, reason)`, mark the session's `delivered` oldest unsent posts as sent,
+        then queue `posts` in the outbox.
 
         Returns None, changing nothing, when the event was already claimed.
         """
+        ...
+
+    async def unsent(self, session_id: int) -> list[Outgoing]:
+        """The session's posts not yet delivered, oldest first."""
+        ...
+
+    async def due(self, now: float, limit: int = 100) -> list[Outgoing]:
+        """Undelivered posts whose next attempt is due, oldest first."""
+        ...
+
+    async def mark_sent(self, session_id: int, count: int) -> None:
+        """Record delivery of the session's `count` oldest unsent posts."""
+        ...
+
+    async def mark_failed(self, session_id: int, error: str, retry_at: float) -> None:
+        """Record a failed delivery of the session's oldest unsent post, and when to retry."""
         ...
 
     async def seen_event(self, platform: str, event_id: str) -> bool:

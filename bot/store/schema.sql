@@ -86,3 +86,19 @@ CREATE TABLE case_actions (
     at REAL NOT NULL,
     PRIMARY KEY (case_id, seq)
 ) WITHOUT ROWID;
+
+-- version 4
+-- The outbox: every post the bot owes a thread, stored with the step that produced it and
+-- marked sent once delivered; unsent posts are retried in order, with backoff.
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    session_id INTEGER NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    body TEXT NOT NULL CHECK (json_valid(body)),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    error TEXT,
+    created_at REAL NOT NULL,
+    sent_at REAL
+);
+CREATE INDEX outbox_unsent ON outbox (session_id, id) WHERE sent_at IS NULL;
+CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE sent_at IS NULL;

@@ -39,6 +39,7 @@ from bot.store.base import (
     Entry,
     ModelCallRecord,
     ModelUsage,
+    Outgoing,
     Received,
     Session,
     SessionKey,
@@ -160,11 +161,13 @@ class SQLiteStore:
         event: tuple[str, str] | None = None,
         usage: ModelUsage | None = None,
         open_case: tuple[str, str | None] | None = None,
+        posts: Sequence[dict[str, Any]] = (),
+        delivered: int = 0,
     ) -> Session | None:
         return await self._call(
             "append",
             _write,
-            _append,
+            _append_all,
             session_id,
             items,
             active_agent,
@@ -172,7 +175,22 @@ class SQLiteStore:
             event,
             usage,
             open_case,
+            tuple(posts),
+            delivered,
         )
+
+    async def unsent(self, session_id: int) -> list[Outgoing]:
+        return await self._call("unsent", _outgoing, "o.session_id = ?", (session_id,), 1000)
+
+    async def due(self, now: float, limit: int = 100) -> list[Outgoing]:
+        return await self._call("due", _outgoing, "o.next_attempt_at <= ?", (now,), limit)
+
+    async def mark_sent(self, session_id: int, count: int) -> None:
+        if count:
+            await self._call("mark_sent", _write, _mark_sent, session_id, count)
+
+    async def mark_failed(self, session_id: int, error: str, retry_at: float) -> None:
+        await self._call("mark_failed", _write, _mark_failed, session_id, error[:500], retry_at)
 
     async def seen_event(self, platform: str, event_id: str) -> bool:
         return await self._call("seen_event", _seen, platform, event_id)
@@ -504,6 +522,67 @@ def _case_actions(db: sqlite3.Connection, case_id: int) -> list[CaseAction]:
         "SELECT action, actor, at FROM case_actions WHERE case_id = ? ORDER BY seq", (case_id,)
     ).fetchall()
     return [CaseAction(*row) for row in rows]
+
+
+def _append_all(
+    db: sqlite3.Connection,
+    session_id: int,
+    items: Sequence[Item],
+    active_agent: str | None,
+    status: Status | None,
+    event: tuple[str, str] | None,
+    usage: ModelUsage | None,
+    open_case: tuple[str, str | None] | None,
+    posts: tuple[dict[str, Any], ...],
+    delivered: int,
+) -> Session | None:
+    session = _append(db, session_id, items, active_agent, status, event, usage, open_case)
+    if session is None:
+        return None
+    _mark_sent(db, session_id, delivered)
+    if posts:
+        now = time.time()
+        db.executemany(
+            "INSERT INTO outbox (session_id, body, next_attempt_at, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            [(session_id, json.dumps(post, ensure_ascii=False), now, now) for post in posts],
+        )
+    return session
+
+
+def _mark_sent(db: sqlite3.Connection, session_id: int, count: int) -> None:
+    if count:
+        db.execute(
+            "UPDATE outbox SET sent_at = ?, error = NULL WHERE id IN (SELECT id FROM outbox "
+            "WHERE session_id = ? AND sent_at IS NULL ORDER BY id LIMIT ?)",
+            (time.time(), session_id, count),
+        )
+
+
+def _mark_failed(db: sqlite3.Connection, session_id: int, error: str, retry_at: float) -> None:
+    db.execute(
+        "UPDATE outbox SET attempts = attempts + 1, error = ?, next_attempt_at = ? WHERE id = "
+        "(SELECT id FROM outbox WHERE session_id = ? AND sent_at IS NULL ORDER BY id LIMIT 1)",
+        (error, retry_at, session_id),
+    )
+
+
+def _outgoing(
+    db: sqlite3.Connection, where: str, args: tuple[Any, ...], limit: int
+) -> list[Outgoing]:
+    rows = db.execute(
+        "SELECT o.id, o.session_id, s.platform, s.channel, s.thread, o.body, o.attempts, "
+        "o.next_attempt_at "
+        "FROM outbox o JOIN sessions s ON s.id = o.session_id "
+        f"WHERE o.sent_at IS NULL AND {where} ORDER BY o.id LIMIT ?",
+        (*args, limit),
+    ).fetchall()
+    return [
+        Outgoing(
+            row[0], row[1], SessionKey(row[2], row[3], row[4]), json.loads(row[5]), row[6], row[7]
+        )
+        for row in rows
+    ]
 
 
 def _model_calls(db: sqlite3.Connection, session_id: int) -> list[ModelCallRecord]:
