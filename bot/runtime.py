@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,8 +14,11 @@ from bot.engine.loader import load_workflow
 from bot.models.base import ChatModel
 from bot.models.select import close_model, make_model
 from bot.service import ConversationService, WindowBudget
+from bot.service.outbox import Deliver, OutboxWorker
 from bot.settings import Settings
 from bot.store import SQLiteStore
+
+log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
@@ -33,6 +40,35 @@ async def open_service(
                 store,
                 window=WindowBudget(settings.bot_window_items, settings.bot_window_tokens),
                 show_handoffs=settings.bot_show_handoffs,
+                max_message_chars=settings.bot_max_message_chars,
             )
     finally:
         await close_model(chosen)
+
+
+def stop_signal() -> asyncio.Event:
+    """An event set by SIGTERM (what a Procfile host sends) or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+@asynccontextmanager
+async def outbox_worker(
+    service: ConversationService, deliver: Deliver, *, grace: float = 20.0
+) -> AsyncIterator[OutboxWorker]:
+    """Run the outbox worker while serving; on the way out, let running turns finish (at most
+    `grace` seconds) and make a last delivery pass."""
+    worker = OutboxWorker(service, deliver)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        if not await service.drain(grace):
+            log.warning("shutdown: turns still running after %.0fs; their steps are stored", grace)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.run_once()

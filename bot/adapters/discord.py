@@ -8,6 +8,7 @@ Mentions are disabled on the client and on every send: model text can never ping
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -21,8 +22,10 @@ from discord.gateway import DiscordWebSocket
 from bot.adapters.discord_cards import NO_MENTIONS, DiscordCards
 from bot.adapters.text import split_text
 from bot.engine.agents import Persona
+from bot.runtime import outbox_worker, stop_signal
 from bot.service import ConversationService, IncomingMessage, Moderation, Post
 from bot.settings import Settings, SettingsError
+from bot.store.base import SessionKey
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,7 @@ class SwitchboardClient(discord.Client):
         intents.message_content = True
         super().__init__(intents=intents, allowed_mentions=NO_MENTIONS, **options)
         self.service = service
+        self.accepting = True
         self._webhooks: dict[int, discord.Webhook] = {}
         self.cards = DiscordCards(self, Moderation(service), moderator_channel, moderator_role)
 
@@ -110,6 +114,8 @@ class SwitchboardClient(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         me = self.user
         if me is None or message.author.bot or message.webhook_id or message.author.id == me.id:
+            return
+        if not self.accepting:
             return
         mentioned = any(user.id == me.id for user in message.mentions)
         channel = message.channel
@@ -228,9 +234,23 @@ async def serve(service: ConversationService, config: DiscordConfig) -> None:
         moderator_channel=config.moderator_channel,
         moderator_role=config.moderator_role,
     )
+
+    async def deliver(key: SessionKey, post: Post) -> None:
+        await (await client.poster_for(key.channel, key.thread)).post(post)
+
+    stop = stop_signal()
     try:
         async with client:
-            await client.start(config.token)
+            running = asyncio.create_task(client.start(config.token))
+            stopping = asyncio.create_task(stop.wait())
+            async with outbox_worker(service, deliver):
+                await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                client.accepting = False  # new messages are dropped from here on
+            stopping.cancel()
+            if running.done():
+                running.result()  # a start-up failure: raise it
+            await client.close()
+            print("Discord: stopped.", flush=True)
     except discord.LoginFailure:
         raise SettingsError(
             "DISCORD_TOKEN was rejected by Discord: reset the token in the Developer Portal "

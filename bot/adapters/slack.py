@@ -8,7 +8,6 @@ arrives twice (`app_mention` and `message`) and retries repeat an event, so the 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import sys
@@ -25,13 +24,17 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack_cards import SlackCards
 from bot.adapters.slack_thread import DM_THREAD, SlackThread
-from bot.service import ConversationService, IncomingMessage, Moderation
+from bot.runtime import outbox_worker, stop_signal
+from bot.service import ConversationService, IncomingMessage, Moderation, Post
 from bot.settings import Settings, SettingsError
+from bot.store.base import SessionKey
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 END_WORDS = frozenset({"end", "/end", "end conversation", "close"})
+# Message subtypes that are still a person writing: plain, with files, or also sent to channel.
+USER_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 _MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
 
 
@@ -93,7 +96,7 @@ def _secret(value: Any) -> str:
 
 def to_incoming(event: dict[str, Any], bot_user_id: str | None) -> IncomingMessage | None:
     """A Slack message or app_mention event as an `IncomingMessage`; None for what to ignore."""
-    if event.get("subtype") or event.get("bot_id") or not event.get("user"):
+    if event.get("subtype") not in USER_SUBTYPES or event.get("bot_id") or not event.get("user"):
         return None  # edits, joins, bot posts (ours included), hidden events
     if event.get("user") == bot_user_id:
         return None
@@ -207,21 +210,28 @@ async def serve(service: ConversationService, config: SlackConfig) -> None:
             file=sys.stderr,
             flush=True,
         )
-    if config.app_token:
-        handler = AsyncSocketModeHandler(app, config.app_token)
-        await handler.connect_async()  # type: ignore[no-untyped-call]
-        print("Slack: connected over Socket Mode.", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
+
+    async def deliver(key: SessionKey, post: Post) -> None:
+        await SlackThread(app.client, key.channel, key.thread).post(post)
+
+    stop = stop_signal()
+    async with outbox_worker(service, deliver):
+        if config.app_token:
+            handler = AsyncSocketModeHandler(app, config.app_token)
+            await handler.connect_async()  # type: ignore[no-untyped-call]
+            print("Slack: connected over Socket Mode.", flush=True)
+            await stop.wait()
             await handler.close_async()  # type: ignore[no-untyped-call]
-        return
-    runner = web.AppRunner(app.web_app(path="/slack/events"), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "0.0.0.0", config.port)
-    await site.start()
-    print(f"Slack: listening for events on port {config.port} at /slack/events.", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
+        else:
+            runner = web.AppRunner(app.web_app(path="/slack/events"), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "0.0.0.0", config.port)
+            await site.start()
+            print(
+                f"Slack: listening for events on port {config.port} at /slack/events.", flush=True
+            )
+            await stop.wait()
+            await site.stop()
+    if not config.app_token:
         await runner.cleanup()
+    print("Slack: stopped.", flush=True)

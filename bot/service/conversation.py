@@ -20,6 +20,7 @@ from bot.engine.runner import Runner
 from bot.engine.transcript import Item, Notice, UserTurn, trim_window
 from bot.engine.workflow import Workflow
 from bot.models.base import ChatModel, Usage
+from bot.service.inputs import clean_text, limit_text
 from bot.service.lanes import Lanes
 from bot.service.messages import IncomingMessage, Post, TurnResult, post_to_dict
 from bot.service.window import WindowCache
@@ -43,6 +44,8 @@ FAILED_TEXT = (
     "I'm sorry, something went wrong on my side while answering. Your message is saved; "
     "please try again in a moment."
 )
+EMPTY_TEXT = "I didn't get any text there. Could you type your question?"
+LONG_TEXT = "Your message was long, so I read only its first {limit:,} characters."
 CLOSED_TEXT = "This conversation is closed. Mention me to start a new one."
 ENDED_TEXT = "Conversation ended. Your next message to me starts a new one."
 
@@ -67,11 +70,13 @@ class ConversationService:
         *,
         window: WindowBudget | None = None,
         show_handoffs: bool = True,
+        max_message_chars: int = 4000,
     ) -> None:
         self.workflow = workflow
         self.store = store
         self.window = window or WindowBudget()
         self.show_handoffs = show_handoffs
+        self.max_message_chars = max_message_chars
         self._runner = Runner(workflow, model)
         self.lanes = Lanes()
         self._windows = WindowCache(self.window.items, self.window.cached_sessions)
@@ -93,7 +98,13 @@ class ConversationService:
         answer first, when a turn really starts (never for a duplicate or ignored message).
         """
         event = (message.platform, message.event_id) if message.event_id else None
-        user = UserTurn(message.text, message.author)
+        text, cut = limit_text(clean_text(message.text), self.max_message_chars)
+        if not text:
+            return await self._empty(message, emit)
+        if cut and emit is not None:
+            persona = self.workflow.agent(self.workflow.start).display
+            await emit(Post("notice", LONG_TEXT.format(limit=self.max_message_chars), persona))
+        user = UserTurn(text, message.author)
         self.in_flight += 1
         try:
             return await self._handle(message, user, event, emit, on_start)
@@ -131,6 +142,15 @@ class ConversationService:
                 entry = self.workflow.entry_agent(session.active_agent)
                 await on_start(self.workflow.agent(entry).display)
             return await self._run(session, emit, user)
+
+    async def _empty(self, message: IncomingMessage, emit: Emit | None) -> TurnResult:
+        """An empty or attachment-only message: a short reply where the bot is addressed."""
+        if not message.mentioned and not await self.owns(message.key):
+            return TurnResult(None, ignored=True)
+        post = Post("notice", EMPTY_TEXT, self.workflow.agent(self.workflow.start).display)
+        if emit is not None:
+            await emit(post)
+        return TurnResult(None, (post,), ignored=True)
 
     async def end(self, key: SessionKey, *, by: str = "user") -> TurnResult:
         """Close the thread's open conversation at the user's request."""

@@ -11,6 +11,7 @@ conversation), and no two operations can interleave, so no lock is needed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EVENT_RETENTION_S = 7 * 24 * 3600
+LOCK_RETRIES = 8
 _SESSION_COLUMNS = (
     "id, platform, channel, thread, workflow, active_agent, status, item_count, "
     "created_at, updated_at, model_calls, prompt_tokens, completion_tokens, taken_over_by"
@@ -111,15 +113,28 @@ class SQLiteStore:
         return self._db
 
     async def _call(self, what: str, work: Callable[..., T], *args: Any) -> T:
-        """Run `work(connection, *args)` on the connection thread; translate SQLite errors."""
+        """Run `work(connection, *args)` on the connection thread; translate SQLite errors.
+
+        A database locked by another process beyond the busy timeout is retried with backoff
+        (each operation is one transaction, rolled back on failure, so a retry is clean).
+        """
         db = self.db
-        try:
-            # aiosqlite runs queued functions on its thread; `_execute` is how its own methods
-            # queue one. Pinned below 0.23 in pyproject; the store tests exercise every use.
-            result: T = await db._execute(lambda: work(db._conn, *args))  # type: ignore[no-untyped-call]
-        except sqlite3.Error as exc:
-            raise StoreError(f"{what} failed: {exc}") from exc
-        return result
+        for attempt in range(LOCK_RETRIES + 1):
+            try:
+                # aiosqlite runs queued functions on its thread; `_execute` is how its own
+                # methods queue one. Pinned below 0.23 in pyproject; store tests use every path.
+                result: T = await db._execute(lambda: work(db._conn, *args))  # type: ignore[no-untyped-call]
+            except sqlite3.OperationalError as exc:
+                locked = "locked" in str(exc) or "busy" in str(exc)
+                if not locked or attempt == LOCK_RETRIES:
+                    raise StoreError(f"{what} failed: {exc}") from exc
+                log.warning("store %s: %s (%s); retrying", self.path, exc, what)
+                await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+            except sqlite3.Error as exc:
+                raise StoreError(f"{what} failed: {exc}") from exc
+            else:
+                return result
+        raise AssertionError("unreachable")
 
     async def schema_version(self) -> int:
         """The schema version the database is at."""

@@ -188,3 +188,30 @@ async def test_a_version_1_database_migrates_and_keeps_its_data(db_path: Path) -
             0,
         )
         assert [e.item for e in await store.entries(session.id)] == [UserTurn("old")]
+
+
+async def test_a_database_locked_by_another_process_is_retried_not_surfaced(
+    db_path: Path,
+) -> None:
+    import asyncio
+    import threading
+
+    async with SQLiteStore(db_path, busy_timeout_ms=50) as store:
+        session = await store.open_session(KEY, "shop", "Triage")
+        locked, release = threading.Event(), threading.Event()
+
+        def hold_the_write_lock() -> None:
+            other = sqlite3.connect(db_path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            locked.set()
+            release.wait(5)
+            other.execute("COMMIT")
+            other.close()
+
+        holder = threading.Thread(target=hold_the_write_lock)
+        holder.start()
+        await asyncio.to_thread(locked.wait, 5)
+        asyncio.get_running_loop().call_later(0.4, release.set)  # longer than busy_timeout
+        stored = await store.append(session.id, [UserTurn("written despite the lock")])
+        await asyncio.to_thread(holder.join, 5)
+    assert stored is not None and stored.item_count == 1
