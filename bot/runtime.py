@@ -57,11 +57,11 @@ def stop_signal() -> asyncio.Event:
 
 @asynccontextmanager
 async def outbox_worker(
-    service: ConversationService, deliver: Deliver, *, grace: float = 20.0
+    service: ConversationService, deliver: Deliver, *, retry: float = 1.0, grace: float = 20.0
 ) -> AsyncIterator[OutboxWorker]:
     """Run the outbox worker while serving; on the way out, let running turns finish (at most
-    `grace` seconds) and make a last delivery pass."""
-    worker = OutboxWorker(service, deliver)
+    `grace` seconds) and make a last delivery pass. `retry` is the first backoff, doubling."""
+    worker = OutboxWorker(service, deliver, interval=min(retry, 1.0), backoff=retry)
     task = asyncio.create_task(worker.run())
     try:
         yield worker

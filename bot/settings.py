@@ -38,6 +38,7 @@ class Settings(BaseModel):
     bot_window_tokens: int = Field(default=6000, ge=100)
     bot_show_handoffs: bool = True
     bot_max_message_chars: int = Field(default=4000, ge=100)
+    bot_outbox_retry_s: float = Field(default=1.0, gt=0)
     bot_log_level: str = "WARNING"
 
     slack_bot_token: SecretStr | None = None

@@ -45,6 +45,7 @@ class DiscordConfig:
     gateway_url: str | None = None
     moderator_channel: int | None = None
     moderator_role: str | None = None
+    outbox_retry: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiscordConfig:
@@ -60,6 +61,7 @@ class DiscordConfig:
             settings.discord_gateway_url,
             settings.discord_moderator_channel,
             settings.discord_moderator_role,
+            settings.bot_outbox_retry_s,
         )
 
     def point_at_endpoints(self) -> None:
@@ -243,7 +245,7 @@ async def serve(service: ConversationService, config: DiscordConfig) -> None:
         async with client:
             running = asyncio.create_task(client.start(config.token))
             stopping = asyncio.create_task(stop.wait())
-            async with outbox_worker(service, deliver):
+            async with outbox_worker(service, deliver, retry=config.outbox_retry):
                 await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 client.accepting = False  # new messages are dropped from here on
             stopping.cancel()

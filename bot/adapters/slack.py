@@ -49,6 +49,7 @@ class SlackConfig:
     port: int
     moderator_channel: str | None = None
     moderator_ids: frozenset[str] = frozenset()
+    outbox_retry: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackConfig:
@@ -87,6 +88,7 @@ class SlackConfig:
             settings.port,
             settings.slack_moderator_channel or None,
             ids,
+            settings.bot_outbox_retry_s,
         )
 
 
@@ -215,7 +217,7 @@ async def serve(service: ConversationService, config: SlackConfig) -> None:
         await SlackThread(app.client, key.channel, key.thread).post(post)
 
     stop = stop_signal()
-    async with outbox_worker(service, deliver):
+    async with outbox_worker(service, deliver, retry=config.outbox_retry):
         if config.app_token:
             handler = AsyncSocketModeHandler(app, config.app_token)
             await handler.connect_async()  # type: ignore[no-untyped-call]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -30,7 +31,11 @@ class SlackThread:
 
     async def working(self, persona: Persona) -> None:
         """Show that the bot is on it: a placeholder the first reply replaces."""
-        response = await self._send(WORKING_TEXT, persona)
+        try:
+            response = await self._send(WORKING_TEXT, persona)
+        except (SlackApiError, aiohttp.ClientError) as exc:
+            log.warning("no placeholder in %s: %s", self.channel, type(exc).__name__)
+            return  # a nicety only: the turn goes on, its posts go through the outbox
         self._placeholder = (str(response["ts"]), persona)
 
     async def post(self, post: Post) -> None:

@@ -56,6 +56,9 @@ class SlackServer:
     _ts: Any = field(default_factory=lambda: itertools.count(1))
     _limited: int = 0
     members: dict[str, list[str]] = field(default_factory=dict)
+    refuse_posts: int = 0
+    hang_text: str | None = None
+    release: asyncio.Event = field(default_factory=asyncio.Event)
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -103,6 +106,13 @@ class SlackServer:
         elif request.can_read_body:
             args.update(await request.post())
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if method == "chat.postMessage" and self.refuse_posts > 0:
+            self.refuse_posts -= 1
+            return web.json_response({"ok": False, "error": "internal_error"}, status=500)
+        if method == "chat.postMessage" and self.hang_text and args.get("text") == self.hang_text:
+            await self.release.wait()
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the client is gone: nothing was posted
         self.calls.append(Call(method, args, token))
         if method == "chat.postMessage" and self._limited > 0:
             self._limited -= 1
