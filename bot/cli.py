@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
     sessions.add_argument("--limit", type=int, default=50)
 
+    commands.add_parser("doctor", help="check configuration, database, model and platforms")
+
     cases = commands.add_parser("cases", help="list moderation cases")
     cases.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
     cases.add_argument("--status", choices=("open", "approved", "rejected", "closed"))
@@ -86,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(_export(settings, args))
             case "cases":
                 return asyncio.run(_cases(settings, args))
+            case "doctor":
+                return asyncio.run(_doctor(settings))
     except (WorkflowError, SettingsError, StoreError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -178,6 +182,17 @@ async def _sessions(settings: Settings, args: argparse.Namespace) -> int:
     for session in sessions:
         print(_row(session))
     return 0
+
+
+async def _doctor(settings: Settings) -> int:
+    from bot.doctor import diagnose
+
+    findings = await diagnose(settings)
+    for finding in findings:
+        print(finding)
+    failed = [finding for finding in findings if not finding.ok]
+    print("All checks passed." if not failed else f"{len(failed)} check(s) failed.")
+    return 1 if failed else 0
 
 
 async def _cases(settings: Settings, args: argparse.Namespace) -> int:

@@ -186,3 +186,32 @@ async def test_a_case_survives_a_restart_between_escalation_and_click(
         assert buttons(card(slack)) == []
         case = (await store.cases())[0]
         assert case.status == "closed"
+
+
+async def test_forged_button_payloads_change_nothing(
+    slack: SlackServer, store: SQLiteStore
+) -> None:
+    async with Bot(slack, store, escalating()):
+        await escalate(slack)
+        forged = {
+            **card(slack).args,
+            "blocks": [
+                {
+                    "type": "actions",
+                    "elements": [
+                        {"action_id": "case_close", "value": "1"},
+                        {"action_id": "case_approve", "value": "999"},
+                    ],
+                }
+            ],
+        }
+        message = Visible(card(slack).ts, MODS, None, "", "", forged)
+        await slack.click(message, "case_close", user="UATTACKER")  # not a moderator
+        await slack.click(message, "case_approve", user="UMOD1")  # a case that does not exist
+        await slack.wait_for(lambda: len(ephemerals(slack)) == 2)
+    assert [e["text"] for e in ephemerals(slack)] == [
+        "Only moderators can act on review cases.",
+        "There is no case #999.",
+    ]
+    case = (await store.cases())[0]
+    assert case.status == "open" and await store.case_actions(case.id) == []

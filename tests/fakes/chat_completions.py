@@ -105,6 +105,7 @@ class ChatCompletionsServer:
     async def start(self, port: int = 0) -> ChatCompletionsServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -121,6 +122,10 @@ class ChatCompletionsServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        model = {"id": "test-model", "object": "model", "created": 0, "owned_by": "test"}
+        return web.json_response({"object": "list", "data": [model]})
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.json()

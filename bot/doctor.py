@@ -1,0 +1,144 @@
+"""`python -m bot doctor`: check configuration, database, model endpoint and platform tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from bot.engine.errors import WorkflowError
+from bot.engine.loader import load_workflow
+from bot.settings import Settings
+from bot.store.sqlite import migrations
+
+TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One check: passed or not, and what it found, in plain words."""
+
+    ok: bool
+    area: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'}  {self.area}: {self.text}"
+
+
+async def diagnose(settings: Settings) -> list[Finding]:
+    """Run every check that applies to this configuration."""
+    findings = [_workflow(settings), _database(settings.bot_database)]
+    checks: list[Callable[[], Awaitable[Finding]]] = [lambda: _model(settings)]
+    if settings.slack_bot_token is not None:
+        checks.append(lambda: _slack(settings))
+    if settings.discord_token is not None:
+        checks.append(lambda: _discord(settings))
+    for check in checks:
+        try:
+            findings.append(await asyncio.wait_for(check(), TIMEOUT_S))
+        except TimeoutError:
+            findings.append(Finding(False, "network", f"no answer within {TIMEOUT_S:.0f}s"))
+    return findings
+
+
+def _workflow(settings: Settings) -> Finding:
+    try:
+        workflow = load_workflow(settings.bot_workflow)
+    except WorkflowError as exc:
+        return Finding(False, "workflow", str(exc).replace("\n", "; "))
+    extra = f"; warnings: {'; '.join(workflow.warnings)}" if workflow.warnings else ""
+    return Finding(
+        True,
+        "workflow",
+        f"{settings.bot_workflow}: {len(workflow.agents)} agents, start {workflow.start}{extra}",
+    )
+
+
+def _database(path: str) -> Finding:
+    """Read-only: integrity, schema version, undelivered posts, open cases."""
+    if not Path(path).exists():
+        return Finding(True, "database", f"{path} does not exist yet; it is created on first run")
+    newest = migrations()[-1][0]
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            unsent = (
+                db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+                if version >= 4
+                else 0
+            )
+            cases = (
+                db.execute("SELECT count(*) FROM cases WHERE status = 'open'").fetchone()[0]
+                if version >= 3
+                else 0
+            )
+    except sqlite3.Error as exc:
+        return Finding(False, "database", f"{path} cannot be read: {exc}")
+    if integrity != "ok":
+        return Finding(False, "database", f"{path} is damaged: {integrity}")
+    if version > newest:
+        return Finding(False, "database", f"{path} has schema {version}, newer than {newest}")
+    state = "up to date" if version == newest else f"will migrate from {version} to {newest}"
+    return Finding(
+        True,
+        "database",
+        f"{path}: integrity ok, schema {version} ({state}), {unsent} undelivered posts, "
+        f"{cases} open cases",
+    )
+
+
+async def _model(settings: Settings) -> Finding:
+    if not settings.has_real_model:
+        return Finding(True, "model", "offline demo model (set OPENAI_API_KEY or OPENAI_BASE_URL)")
+    from bot.models.openai import OpenAIChatModel  # imports openai only when one is configured
+
+    model = OpenAIChatModel.from_settings(settings)
+    where = settings.openai_base_url or "OpenAI"
+    try:
+        await model.client.models.list()
+    except Exception as exc:
+        return Finding(False, "model", f"{where} did not answer a model listing ({_why(exc)})")
+    finally:
+        await model.aclose()
+    return Finding(True, "model", f"{where} answers; default model {settings.openai_model}")
+
+
+async def _slack(settings: Settings) -> Finding:
+    assert settings.slack_bot_token is not None
+    base = (settings.slack_api_url or "https://slack.com/api/").rstrip("/")
+    token = settings.slack_bot_token.get_secret_value()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{base}/auth.test", headers={"Authorization": f"Bearer {token}"}) as response,
+    ):
+        data = await response.json(content_type=None) if response.status == 200 else {}
+    if not data.get("ok"):
+        reason = data.get("error") or f"HTTP {response.status}"
+        return Finding(False, "slack", f"SLACK_BOT_TOKEN was refused ({reason})")
+    mode = "Socket Mode" if settings.slack_app_token else "HTTP events"
+    return Finding(True, "slack", f"signed in as {data.get('user')} in {data.get('team')}, {mode}")
+
+
+async def _discord(settings: Settings) -> Finding:
+    assert settings.discord_token is not None
+    base = (settings.discord_api_url or "https://discord.com/api/v10").rstrip("/")
+    token = settings.discord_token.get_secret_value()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{base}/users/@me", headers={"Authorization": f"Bot {token}"}) as response,
+    ):
+        data = await response.json(content_type=None) if response.status == 200 else {}
+    if response.status != 200:
+        return Finding(False, "discord", f"DISCORD_TOKEN was refused (HTTP {response.status})")
+    return Finding(True, "discord", f"signed in as {data.get('username')}")
+
+
+def _why(exc: Exception) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if status else type(exc).__name__
