@@ -33,6 +33,7 @@ check: lint typecheck test  ## everything CI checks
 
 bench: $(STAMP)  ## print the turn benchmarks as JSON lines
 	$(PY) benchmarks/turns.py
+	$(PY) benchmarks/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
