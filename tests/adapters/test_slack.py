@@ -263,3 +263,15 @@ def test_the_manifest_asks_for_what_the_adapter_uses() -> None:
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     assert {"app_mention", "message.channels", "message.groups", "message.im"} <= events
     assert manifest["settings"]["socket_mode_enabled"] is True
+
+
+async def test_a_mention_with_no_text_gets_a_short_reply(
+    slack: SlackServer, store: SQLiteStore
+) -> None:
+    model = ScriptedModel()
+    async with Bot(slack, store, model):
+        await slack.push(user_message(f"<@{BOT_USER}>", kind="app_mention"))
+        await slack.push(user_message("", kind="message", subtype="file_share", thread_ts="9.1"))
+        await slack.wait_for(lambda: len(replies(slack)) == 1)
+    assert replies(slack)[0][1] == "_I didn't get any text there. Could you type your question?_"
+    assert model.requests == []
