@@ -119,7 +119,7 @@ class ConversationService:
         emit: Emit | None,
         on_start: Started | None,
     ) -> TurnResult:
-        async with self.lanes.hold(message.key):
+        async with self.lanes.hold(message.key), self.store.thread_lock(message.key):
             received = await self.store.receive(
                 message.key,
                 user,
@@ -141,6 +141,8 @@ class ConversationService:
             if on_start is not None:
                 entry = self.workflow.entry_agent(session.active_agent)
                 await on_start(self.workflow.agent(entry).display)
+            if received.backlog:
+                self.backlog.add(session.id)  # posts left by another process wait first
             return await self._run(session, emit, user)
 
     async def _empty(self, message: IncomingMessage, emit: Emit | None) -> TurnResult:
@@ -154,7 +156,7 @@ class ConversationService:
 
     async def end(self, key: SessionKey, *, by: str = "user") -> TurnResult:
         """Close the thread's open conversation at the user's request."""
-        async with self.lanes.hold(key):
+        async with self.lanes.hold(key), self.store.thread_lock(key):
             session = await self.store.find_session(key)
             if session is None or session.status == "closed":
                 return TurnResult(session, ignored=True)

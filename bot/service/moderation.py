@@ -74,7 +74,7 @@ class Moderation:
         case = await self.store.get_case(case_id)
         if case is None:
             return ActionResult(False, f"There is no case #{case_id}.")
-        async with self.service.lanes.hold(case.key):
+        async with self.service.lanes.hold(case.key), self.store.thread_lock(case.key):
             session = await self.store.get_session(case.session_id)
             assert session is not None
             change = self._plan(case, action, moderator, session.taken_over_by, agent)

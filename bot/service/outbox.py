@@ -56,7 +56,7 @@ class OutboxWorker:
 
     async def _drain(self, session_id: int, key: SessionKey, now: float) -> int:
         store = self.service.store
-        async with self.service.lanes.hold(key):
+        async with self.service.lanes.hold(key), store.thread_lock(key):
             delivered = 0
             for queued in await store.unsent(session_id):
                 if queued.next_attempt_at > now:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -119,6 +120,7 @@ class Received:
 
     session: Session | None
     outcome: Literal["stored", "duplicate", "ignored"]
+    backlog: bool = False  # the thread has posts still waiting in the outbox
 
 
 class SessionStore(Protocol):
@@ -126,6 +128,10 @@ class SessionStore(Protocol):
 
     async def open(self) -> None:
         """Connect and migrate the schema."""
+        ...
+
+    def thread_lock(self, key: SessionKey) -> AbstractAsyncContextManager[None]:
+        """Hold a thread across processes while a turn runs (a no-op for a single process)."""
         ...
 
     async def close(self) -> None:

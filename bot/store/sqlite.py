@@ -12,12 +12,13 @@ conversation), and no two operations can interleave, so no lock is needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -135,6 +136,11 @@ class SQLiteStore:
             else:
                 return result
         raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def thread_lock(self, key: SessionKey) -> AsyncIterator[None]:
+        """One process owns a SQLite file, and its lanes already order each thread."""
+        yield
 
     async def schema_version(self) -> int:
         """The schema version the database is at."""
@@ -372,7 +378,10 @@ def _receive(
     if isinstance(item, UserTurn) and session.taken_over_by == item.author:
         item = ModeratorMessage(item.author, item.text)  # the moderator holding the thread
     stored = _append(db, session.id, [item], None, None, event, None, None)
-    return Received(stored, "stored")
+    backlog = db.execute(
+        "SELECT 1 FROM outbox WHERE session_id = ? AND sent_at IS NULL LIMIT 1", (session.id,)
+    ).fetchone()
+    return Received(stored, "stored", backlog is not None)
 
 
 def _append(
