@@ -18,7 +18,7 @@ from bot.models.select import describe, make_model, require_real_model
 from bot.runtime import open_service
 from bot.service.export import to_json, to_markdown
 from bot.settings import Settings, SettingsError, load_settings
-from bot.store import Session, SQLiteStore, StoreError
+from bot.store import Session, SessionStore, StoreError, store_for
 
 
 class UsageError(Exception):
@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("--limit", type=int, default=50)
 
     commands.add_parser("doctor", help="check configuration, database, model and platforms")
+
+    migrate = commands.add_parser("migrate", help="copy conversations from SQLite to PostgreSQL")
+    migrate.add_argument("--from", dest="source", required=True, help="the SQLite file")
+    migrate.add_argument("--to", dest="target", required=True, help="a postgresql:// URL")
 
     cases = commands.add_parser("cases", help="list moderation cases")
     cases.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
@@ -90,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(_cases(settings, args))
             case "doctor":
                 return asyncio.run(_doctor(settings))
+            case "migrate":
+                return asyncio.run(_migrate(args.source, args.target))
     except (WorkflowError, SettingsError, StoreError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -170,7 +176,7 @@ def _row(session: Session) -> str:
 
 
 async def _sessions(settings: Settings, args: argparse.Namespace) -> int:
-    async with SQLiteStore(_database(settings, args.database)) as store:
+    async with store_for(_database(settings, args.database)) as store:
         sessions = await store.list_sessions(args.limit)
     if not sessions:
         print("No conversations stored yet.")
@@ -181,6 +187,16 @@ async def _sessions(settings: Settings, args: argparse.Namespace) -> int:
     )
     for session in sessions:
         print(_row(session))
+    return 0
+
+
+async def _migrate(source: str, target: str) -> int:
+    if not target.startswith(("postgresql://", "postgres://")):
+        raise UsageError("--to must be a postgresql:// URL")
+    from bot.store.migrate import migrate
+
+    copied = await migrate(source, target)
+    print(", ".join(f"{count} {table}" for table, count in copied.items()) + " copied.")
     return 0
 
 
@@ -196,7 +212,7 @@ async def _doctor(settings: Settings) -> int:
 
 
 async def _cases(settings: Settings, args: argparse.Namespace) -> int:
-    async with SQLiteStore(_database(settings, args.database)) as store:
+    async with store_for(_database(settings, args.database)) as store:
         cases = await store.cases(status=args.status, limit=args.limit)
     if not cases:
         print("No cases.")
@@ -219,7 +235,7 @@ def _age(since: float) -> str:
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
-    async with SQLiteStore(_database(settings, args.database)) as store:
+    async with store_for(_database(settings, args.database)) as store:
         session = await _find(store, args.session)
         entries = await store.entries(session.id)
         calls = await store.model_calls(session.id)
@@ -228,7 +244,7 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _find(store: SQLiteStore, wanted: str) -> Session:
+async def _find(store: SessionStore, wanted: str) -> Session:
     if wanted.isdigit():
         session = await store.get_session(int(wanted))
         if session is not None:

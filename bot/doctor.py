@@ -13,6 +13,7 @@ import aiohttp
 from bot.engine.errors import WorkflowError
 from bot.engine.loader import load_workflow
 from bot.settings import Settings
+from bot.store.base import StoreError
 from bot.store.sqlite import migrations
 
 TIMEOUT_S = 10.0
@@ -32,7 +33,11 @@ class Finding:
 
 async def diagnose(settings: Settings) -> list[Finding]:
     """Run every check that applies to this configuration."""
-    findings = [_workflow(settings), _database(settings.bot_database)]
+    database = settings.bot_database
+    if database.startswith(("postgresql://", "postgres://")):
+        findings = [_workflow(settings), await _postgres(database)]
+    else:
+        findings = [_workflow(settings), _database(database)]
     checks: list[Callable[[], Awaitable[Finding]]] = [lambda: _model(settings)]
     if settings.slack_bot_token is not None:
         checks.append(lambda: _slack(settings))
@@ -56,6 +61,29 @@ def _workflow(settings: Settings) -> Finding:
         True,
         "workflow",
         f"{settings.bot_workflow}: {len(workflow.agents)} agents, start {workflow.start}{extra}",
+    )
+
+
+async def _postgres(url: str) -> Finding:
+    """Connect, and read the schema version and the backlog."""
+    from bot.store.postgres import PostgresStore
+    from bot.store.postgres import migrations as pg_migrations
+
+    store = PostgresStore(url)
+    try:
+        await store.open()  # migrates, as the bot would at start-up
+        version = await store.schema_version()
+        unsent = len(await store.due(now=float("inf"), limit=10_000))
+        cases = len(await store.cases(status="open", limit=10_000))
+    except StoreError as exc:
+        return Finding(False, "database", str(exc))
+    finally:
+        await store.close()
+    return Finding(
+        True,
+        "database",
+        f"{store.path}: schema {version} of {pg_migrations()[-1][0]}, {unsent} undelivered "
+        f"posts, {cases} open cases",
     )
 
 

@@ -16,7 +16,7 @@ from bot.models.select import close_model, make_model
 from bot.service import ConversationService, WindowBudget
 from bot.service.outbox import Deliver, OutboxWorker
 from bot.settings import Settings
-from bot.store import SQLiteStore
+from bot.store import store_for
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ async def open_service(
     loaded = load_workflow(workflow or settings.bot_workflow)
     chosen = model or make_model(settings)
     try:
-        async with SQLiteStore(database or settings.bot_database) as store:
+        async with store_for(database or settings.bot_database) as store:
             yield ConversationService(
                 loaded,
                 chosen,

@@ -17,6 +17,16 @@ from bot.store.base import (
 )
 from bot.store.sqlite import SQLiteStore
 
+
+def store_for(database: str) -> SessionStore:
+    """`PostgresStore` for a `postgresql://` URL (several processes), else a SQLite file."""
+    if database.startswith(("postgresql://", "postgres://")):
+        from bot.store.postgres import PostgresStore  # imports asyncpg only when chosen
+
+        return PostgresStore(database)
+    return SQLiteStore(database)
+
+
 __all__ = [
     "Case",
     "CaseAction",
@@ -32,4 +42,5 @@ __all__ = [
     "SessionStore",
     "Status",
     "StoreError",
+    "store_for",
 ]

@@ -138,6 +138,14 @@ class SessionStore(Protocol):
         """Flush and close."""
         ...
 
+    async def __aenter__(self) -> SessionStore:
+        """Open, for `async with`."""
+        ...
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Close, for `async with`."""
+        ...
+
     async def find_session(self, key: SessionKey) -> Session | None:
         """The latest session of a thread, open or closed."""
         ...

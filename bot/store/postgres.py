@@ -120,6 +120,14 @@ class PostgresStore:
             raise StoreError(f"{what} failed: {exc}") from exc
 
     @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        """One transaction on a pooled connection, for bulk work such as `bot migrate`."""
+        if self._pool is None:
+            raise StoreError("the store is not open; call open() first")
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    @contextlib.asynccontextmanager
     async def thread_lock(self, key: SessionKey) -> AsyncIterator[None]:
         """Hold the thread's lease for the turn; wait (polling) while another process has it."""
         name, delay = str(key), 0.005

@@ -11,7 +11,7 @@ import pytest
 
 from bot.engine import AgentReply, HandoffRecord, Item, Notice, ToolOutcome, UserTurn
 from bot.models import ToolCall
-from bot.store import SessionKey, SQLiteStore, StoreError
+from bot.store import ModelUsage, SessionKey, SQLiteStore, StoreError
 from bot.store.sqlite import migrations
 from tests.store.conftest import Opener
 
@@ -304,4 +304,53 @@ async def test_the_thread_lease_orders_two_processes(tmp_path: Path) -> None:
                 pass
     finally:
         assert schema is not None
+        await drop_schema(schema)
+
+
+async def test_migrate_copies_every_conversation_into_postgres(tmp_path: Path) -> None:
+    from bot.cli import main
+    from bot.store.postgres import PostgresStore
+    from tests.store.conftest import POSTGRES_DSN, drop_schema, postgres_schema
+
+    source = tmp_path / "old.db"
+    async with SQLiteStore(source) as old:
+        session = await old.open_session(KEY, "shop", "Fraud")
+        await old.append(
+            session.id, [UserTurn("refund")], event=("slack", "Ev1"), open_case=("Fraud", "why")
+        )
+        await old.append(
+            session.id,
+            [AgentReply("Fraud", "Reviewing.")],
+            usage=ModelUsage("Fraud", "m", 10, 2),
+            posts=[
+                {
+                    "kind": "reply",
+                    "text": "Reviewing.",
+                    "agent": "Fraud",
+                    "persona": ["Fraud", None, None],
+                }
+            ],
+        )
+    schema = await postgres_schema()
+    assert schema is not None
+    url = f"{POSTGRES_DSN}?options=-csearch_path%3D{schema}"
+    try:
+        import asyncio
+
+        assert await asyncio.to_thread(main, ["migrate", "--from", str(source), "--to", url]) == 0
+        async with PostgresStore(POSTGRES_DSN, schema=schema) as new:
+            moved = await new.find_session(KEY)
+            assert moved is not None and moved.id == session.id and moved.model_calls == 1
+            assert [e.item for e in await new.entries(moved.id)] == [
+                UserTurn("refund"),
+                AgentReply("Fraud", "Reviewing."),
+            ]
+            assert await new.seen_event("slack", "Ev1")
+            assert [c.reason for c in await new.cases()] == ["why"]
+            assert [o.body["text"] for o in await new.unsent(moved.id)] == ["Reviewing."]
+            fresh = await new.open_session(SessionKey("x", "y", "z"), "shop", "Triage")
+            assert fresh.id > moved.id  # sequences continue after the copied ids
+        # A second run refuses to mix into a database that holds conversations.
+        assert await asyncio.to_thread(main, ["migrate", "--from", str(source), "--to", url]) == 1
+    finally:
         await drop_schema(schema)

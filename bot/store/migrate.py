@@ -1,0 +1,116 @@
+"""Copy every conversation from a SQLite file into PostgreSQL (`python -m bot migrate`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from bot.store.base import StoreError
+from bot.store.postgres import PostgresStore
+from bot.store.sqlite import SQLiteStore
+
+# Tables in dependency order, with the columns both schemas share; json columns become jsonb.
+TABLES: tuple[tuple[str, tuple[str, ...], frozenset[str]], ...] = (
+    (
+        "sessions",
+        (
+            "id",
+            "platform",
+            "channel",
+            "thread",
+            "workflow",
+            "active_agent",
+            "status",
+            "item_count",
+            "created_at",
+            "updated_at",
+            "model_calls",
+            "prompt_tokens",
+            "completion_tokens",
+            "taken_over_by",
+        ),
+        frozenset(),
+    ),
+    ("items", ("session_id", "seq", "kind", "agent", "body", "created_at"), frozenset({"body"})),
+    ("inbound_events", ("platform", "event_id", "session_id", "received_at"), frozenset()),
+    (
+        "model_calls",
+        ("session_id", "seq", "agent", "model", "prompt_tokens", "completion_tokens", "created_at"),
+        frozenset(),
+    ),
+    (
+        "cases",
+        (
+            "id",
+            "session_id",
+            "agent",
+            "reason",
+            "status",
+            "moderator",
+            "card",
+            "opened_at",
+            "updated_at",
+        ),
+        frozenset(),
+    ),
+    ("case_actions", ("case_id", "seq", "action", "actor", "at"), frozenset()),
+    (
+        "outbox",
+        (
+            "id",
+            "session_id",
+            "body",
+            "attempts",
+            "next_attempt_at",
+            "error",
+            "created_at",
+            "sent_at",
+        ),
+        frozenset({"body"}),
+    ),
+)
+SEQUENCES = ("sessions", "cases", "outbox")
+
+
+async def migrate(source: str | Path, target: str) -> dict[str, int]:
+    """Copy all rows; the target must hold no conversations yet. Returns rows copied per table."""
+    if not await asyncio.to_thread(Path(source).is_file):
+        raise StoreError(f"no SQLite database at {source}")
+    async with SQLiteStore(source):  # bring the file to the newest schema first
+        pass
+    rows = await asyncio.to_thread(_read, str(source))
+    copied: dict[str, int] = {}
+    store = PostgresStore(target)
+    await store.open()
+    try:
+        async with store.transaction() as conn:
+            if await conn.fetchval("SELECT count(*) FROM sessions"):
+                raise StoreError(
+                    f"{store.path} already holds conversations; migrate into an empty database"
+                )
+            for table, columns, json_columns in TABLES:
+                values = ", ".join(
+                    f"${i}::jsonb" if column in json_columns else f"${i}"
+                    for i, column in enumerate(columns, start=1)
+                )
+                await conn.executemany(
+                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})", rows[table]
+                )
+                copied[table] = len(rows[table])
+            for table in SEQUENCES:
+                await conn.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"
+                )
+    finally:
+        await store.close()
+    return copied
+
+
+def _read(source: str) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as db:
+        return {
+            table: db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+            for table, columns, _ in TABLES
+        }
