@@ -71,7 +71,7 @@ def migrations() -> list[tuple[int, str]]:
 class PostgresStore:
     """A `SessionStore` in a PostgreSQL database shared by every bot process."""
 
-    def __init__(self, dsn: str, *, schema: str | None = None, max_size: int = 10) -> None:
+    def __init__(self, dsn: str, *, schema: str | None = None, max_size: int = 20) -> None:
         self.dsn = dsn
         self.schema = schema
         self.max_size = max_size
