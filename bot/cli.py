@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("workflow", type=Path, metavar="WORKFLOW")
 
     commands.add_parser("slack", help="serve Slack (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
-    commands.add_parser("discord", help="serve Discord (needs the message content intent)")
+    discord = commands.add_parser("discord", help="serve Discord (needs message content intent)")
+    discord.add_argument("--shard-id", type=int, help="this process's shard (0-based)")
+    discord.add_argument("--shard-count", type=int, help="how many shards all processes run")
 
     sessions = commands.add_parser("sessions", help="list stored conversations")
     sessions.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
@@ -85,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "slack":
                 return asyncio.run(_slack(settings))
             case "discord":
-                return asyncio.run(_discord(settings))
+                return asyncio.run(_discord(settings, args.shard_id, args.shard_count))
             case "sessions":
                 return asyncio.run(_sessions(settings, args))
             case "export":
@@ -145,10 +147,14 @@ async def _console(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _discord(settings: Settings) -> int:
+async def _discord(settings: Settings, shard_id: int | None, shard_count: int | None) -> int:
     from bot.adapters.discord import DiscordConfig, serve
 
-    config = DiscordConfig.from_settings(settings)
+    if (shard_id is None) != (shard_count is None):
+        raise UsageError("give --shard-id and --shard-count together")
+    if shard_id is not None and shard_count is not None and not 0 <= shard_id < shard_count:
+        raise UsageError(f"--shard-id must be from 0 to {shard_count - 1}")
+    config = DiscordConfig.from_settings(settings, shard_id=shard_id, shard_count=shard_count)
     require_real_model(settings, "discord")
     async with open_service(settings) as service:
         await serve(service, config)

@@ -46,9 +46,13 @@ class DiscordConfig:
     moderator_channel: int | None = None
     moderator_role: str | None = None
     outbox_retry: float = 1.0
+    shard_id: int | None = None
+    shard_count: int | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DiscordConfig:
+    def from_settings(
+        cls, settings: Settings, *, shard_id: int | None = None, shard_count: int | None = None
+    ) -> DiscordConfig:
         token = settings.discord_token.get_secret_value().strip() if settings.discord_token else ""
         if not token:
             raise SettingsError(
@@ -62,6 +66,8 @@ class DiscordConfig:
             settings.discord_moderator_channel,
             settings.discord_moderator_role,
             settings.bot_outbox_retry_s,
+            shard_id,
+            shard_count,
         )
 
     def point_at_endpoints(self) -> None:
@@ -231,10 +237,14 @@ async def serve(service: ConversationService, config: DiscordConfig) -> None:
             file=sys.stderr,
             flush=True,
         )
+    shards = {}
+    if config.shard_count is not None:
+        shards = {"shard_id": config.shard_id, "shard_count": config.shard_count}
     client = SwitchboardClient(
         service,
         moderator_channel=config.moderator_channel,
         moderator_role=config.moderator_role,
+        **shards,
     )
 
     async def deliver(key: SessionKey, post: Post) -> None:

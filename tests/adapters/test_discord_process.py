@@ -143,3 +143,50 @@ async def test_missing_moderation_config_is_a_start_up_warning(
         "warning: DISCORD_MODERATOR_CHANNEL is not set: escalations still open cases "
         "(`python -m bot cases`), but no card reaches moderators in Discord"
     )
+
+
+async def test_a_process_runs_the_shard_it_is_given(
+    discord_server: DiscordServer, tmp_path: Path
+) -> None:
+    env = environment(
+        discord_server,
+        OPENAI_API_KEY="sk-x",
+        BOT_DATABASE=str(tmp_path / "d.db"),
+        DISCORD_MODERATOR_CHANNEL="900000000000000007",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "discord",
+        "--shard-id",
+        "1",
+        "--shard-count",
+        "2",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
+    assert line.decode().strip() == "Discord: connected as Switchboard."
+    await stopped(process)
+    assert discord_server.shard == [1, 2]
+
+    bad = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "discord",
+        "--shard-id",
+        "2",
+        "--shard-count",
+        "2",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await bad.communicate()
+    assert bad.returncode == 1 and err.decode() == "error: --shard-id must be from 0 to 1\n"

@@ -117,7 +117,9 @@ async def test_two_processes_answer_each_message_once_in_order(schema: str) -> N
                         if rng.random() < 0.4:  # Slack retries, and the retry lands elsewhere
                             sends.append(deliver(payload, other, retry=1))
                         await asyncio.gather(*sends)
-                        await slack.wait_for(lambda: len(answers(thread)) >= count, within=20)
+                        await slack.wait_for(
+                            lambda count=count: len(answers(thread)) >= count, within=20
+                        )
                     return thread, answers(thread)
 
                 results = await asyncio.gather(*(conversation(n) for n in range(12)))
@@ -127,7 +129,7 @@ async def test_two_processes_answer_each_message_once_in_order(schema: str) -> N
                 bot.terminate()
             for bot in bots:
                 await asyncio.wait_for(bot.wait(), timeout=20)
-        for number, (thread, got) in enumerate(results):
+        for number, (thread, _) in enumerate(results):
             assert [
                 v.text for v in slack.visible("C1") if v.thread_ts == thread and v.text != WORKING
             ] == [f"echo t{number}-m{i}" for i in range(5)]

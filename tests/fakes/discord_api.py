@@ -455,6 +455,7 @@ class DiscordServer:
     async def _identify(self, identify: dict[str, Any]) -> None:
         assert identify["token"] == TOKEN
         self.intents = identify["intents"]
+        self.shard = identify.get("shard")
         await self.dispatch(
             "READY",
             {
