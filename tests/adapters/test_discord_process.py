@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,8 +10,8 @@ import pytest
 
 from tests.fakes.chat_completions import ChatCompletionsServer, canonical
 from tests.fakes.discord_api import BOT, BOT_USER, TOKEN, DiscordServer
-
-ROOT = Path(__file__).parents[2]
+from tests.processes import bot, clean_env, stop
+from tests.processes import started as wait_started
 
 
 @pytest.fixture
@@ -23,43 +21,26 @@ async def discord_server() -> AsyncIterator[DiscordServer]:
 
 
 def environment(server: DiscordServer, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "BOT_", "DISCORD_", "SLACK_"))
-    }
-    return env | {
-        "DISCORD_TOKEN": TOKEN,
-        "DISCORD_API_URL": server.api_url,
-        "DISCORD_GATEWAY_URL": server.gateway_url,
+    return clean_env(
+        DISCORD_TOKEN=TOKEN,
+        DISCORD_API_URL=server.api_url,
+        DISCORD_GATEWAY_URL=server.gateway_url,
         **extra,
-    }
-
-
-async def start(env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "discord",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
 
 
+async def start(env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await bot("discord", env=env)
+
+
 async def started(env: dict[str, str]) -> asyncio.subprocess.Process:
-    process = await start(env)
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
-    assert line.decode().strip() == "Discord: connected as Switchboard.", line
+    process = await bot("discord", env=env)
+    await wait_started(process, "Discord: connected as Switchboard.")
     return process
 
 
 async def stopped(process: asyncio.subprocess.Process) -> None:
-    process.terminate()
-    await asyncio.wait_for(process.wait(), timeout=10)
+    await stop(process)
 
 
 async def test_a_restarted_process_continues_the_thread(
@@ -154,39 +135,11 @@ async def test_a_process_runs_the_shard_it_is_given(
         BOT_DATABASE=str(tmp_path / "d.db"),
         DISCORD_MODERATOR_CHANNEL="900000000000000007",
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "discord",
-        "--shard-id",
-        "1",
-        "--shard-count",
-        "2",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
-    assert line.decode().strip() == "Discord: connected as Switchboard."
+    process = await bot("discord", "--shard-id", "1", "--shard-count", "2", env=env)
+    await wait_started(process, "Discord: connected as Switchboard.")
     await stopped(process)
     assert discord_server.shard == [1, 2]
 
-    bad = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "discord",
-        "--shard-id",
-        "2",
-        "--shard-count",
-        "2",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    bad = await bot("discord", "--shard-id", "2", "--shard-count", "2", env=env)
     _, err = await bad.communicate()
     assert bad.returncode == 1 and err.decode() == "error: --shard-id must be from 0 to 1\n"

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,8 +12,8 @@ import pytest
 
 from tests.fakes.chat_completions import ChatCompletionsServer, Delay, Fail, Reply, canonical
 from tests.fakes.slack_api import BOT_USER, SlackServer, user_message
+from tests.processes import bot, clean_env, started
 
-ROOT = Path(__file__).parents[2]
 WORKING = "_working on it…_"
 REPLY = "I can help with that. What is your order number?"
 
@@ -29,31 +27,19 @@ async def slack() -> AsyncIterator[SlackServer]:
 async def start_bot(
     slack: SlackServer, chat: ChatCompletionsServer, db: Path, **extra: str
 ) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BOT_", "SLACK_"))}
-    env |= {
-        "SLACK_BOT_TOKEN": "xoxb-test",
-        "SLACK_APP_TOKEN": "xapp-test",
-        "SLACK_API_URL": slack.api_url,
-        "SLACK_MODERATOR_CHANNEL": "CMOD",
-        "OPENAI_BASE_URL": chat.base_url,
-        "OPENAI_MAX_RETRIES": "0",
-        "BOT_DATABASE": str(db),
-        "BOT_OUTBOX_RETRY_S": "0.1",
+    env = clean_env(
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_APP_TOKEN="xapp-test",
+        SLACK_API_URL=slack.api_url,
+        SLACK_MODERATOR_CHANNEL="CMOD",
+        OPENAI_BASE_URL=chat.base_url,
+        OPENAI_MAX_RETRIES="0",
+        BOT_DATABASE=str(db),
+        BOT_OUTBOX_RETRY_S="0.1",
         **extra,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "slack",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
-    assert line.decode().strip() == "Slack: connected over Socket Mode.", line
+    process = await bot("slack", env=env)
+    await started(process, "Slack: connected over Socket Mode.")
     await slack.connected()
     return process
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from bot.service import ConversationService
 from bot.store import SQLiteStore
 from tests.fakes.chat_completions import ChatCompletionsServer, canonical
 from tests.fakes.slack_api import BOT_USER, SlackServer, event_callback, sign, user_message
+from tests.processes import bot, clean_env, started, stop
 
 ROOT = Path(__file__).parents[2]
 SHOP = load_workflow(ROOT / "workflows" / "ecommerce.yaml")
@@ -119,36 +118,17 @@ async def test_canonical_conversation_over_http_with_a_retry(
 async def start_bot(
     slack: SlackServer, chat: ChatCompletionsServer, db: Path
 ) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BOT_", "SLACK_"))}
-    env |= {
-        "SLACK_BOT_TOKEN": "xoxb-test",
-        "SLACK_APP_TOKEN": "xapp-test",
-        "SLACK_API_URL": slack.api_url,
-        "OPENAI_BASE_URL": chat.base_url,
-        "BOT_DATABASE": str(db),
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "slack",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    env = clean_env(
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_APP_TOKEN="xapp-test",
+        SLACK_API_URL=slack.api_url,
+        OPENAI_BASE_URL=chat.base_url,
+        BOT_DATABASE=str(db),
     )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
-    assert line.decode().strip() == "Slack: connected over Socket Mode.", line
+    process = await bot("slack", env=env)
+    await started(process, "Slack: connected over Socket Mode.")
     await slack.connected()
     return process
-
-
-async def stop_bot(process: asyncio.subprocess.Process) -> str:
-    """Stop the bot; return what it wrote to stderr."""
-    process.terminate()
-    _, err = await asyncio.wait_for(process.communicate(), timeout=10)
-    return err.decode()
 
 
 async def test_a_restarted_process_continues_the_thread(slack: SlackServer, tmp_path: Path) -> None:
@@ -158,7 +138,7 @@ async def test_a_restarted_process_continues_the_thread(slack: SlackServer, tmp_
         mention = user_message(f"<@{BOT_USER}> I want to return my order", kind="app_mention")
         await slack.push(mention)
         await slack.wait_for(lambda: len(visible_texts(slack)) == 2, within=20)
-        errors = await stop_bot(first)
+        errors = await stop(first)
         assert errors.splitlines()[0] == (
             "warning: SLACK_MODERATOR_CHANNEL is not set: escalations still open cases "
             "(`python -m bot cases`), but no card reaches moderators in Slack"
@@ -167,7 +147,7 @@ async def test_a_restarted_process_continues_the_thread(slack: SlackServer, tmp_
         second = await start_bot(slack, chat, db)
         await slack.push(user_message("Order 42", thread_ts=mention["ts"]))
         await slack.wait_for(lambda: len(visible_texts(slack)) == 3, within=20)
-        await stop_bot(second)
+        await stop(second)
     last = [v for v in slack.visible() if v.text != "_working on it…_"][-1]
     assert (last.username, last.text, last.thread_ts) == (
         "Returns",
@@ -177,24 +157,14 @@ async def test_a_restarted_process_continues_the_thread(slack: SlackServer, tmp_
 
 
 async def test_start_up_refuses_a_rejected_token(slack: SlackServer, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BOT_", "SLACK_"))}
-    env |= {
-        "SLACK_BOT_TOKEN": "xoxb-test",
-        "SLACK_APP_TOKEN": "xapp-test",
-        "SLACK_API_URL": f"http://127.0.0.1:{slack.port}/nope/",
-        "OPENAI_API_KEY": "sk-x",
-        "BOT_DATABASE": str(tmp_path / "x.db"),
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "slack",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    env = clean_env(
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_APP_TOKEN="xapp-test",
+        SLACK_API_URL=f"http://127.0.0.1:{slack.port}/nope/",
+        OPENAI_API_KEY="sk-x",
+        BOT_DATABASE=str(tmp_path / "x.db"),
     )
+    process = await bot("slack", env=env)
     _, err = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 1
     assert err.decode() == (
@@ -204,18 +174,8 @@ async def test_start_up_refuses_a_rejected_token(slack: SlackServer, tmp_path: P
 
 
 async def test_slack_refuses_to_start_without_a_real_model(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BOT_", "SLACK_"))}
-    env |= {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xapp-test"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "slack",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    env = clean_env(SLACK_BOT_TOKEN="xoxb-test", SLACK_APP_TOKEN="xapp-test")
+    process = await bot("slack", env=env)
     _, err = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 1
     assert err.decode() == (

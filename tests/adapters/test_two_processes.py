@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import socket
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.fakes.chat_completions import ChatCompletionsServer, Reply
 from tests.fakes.slack_api import BOT_USER, SlackServer, event_callback, sign, user_message
+from tests.processes import bot, clean_env, started, stop
 from tests.store.conftest import POSTGRES_DSN, drop_schema, postgres_schema
 
-ROOT = Path(__file__).parents[2]
 SECRET = "two-process-secret"
 WORKING = "_working on it…_"
 
@@ -50,29 +47,17 @@ async def schema() -> AsyncIterator[str]:
 async def start(
     port: int, slack: SlackServer, chat: ChatCompletionsServer, database: str
 ) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BOT_", "SLACK_"))}
-    env |= {
-        "SLACK_BOT_TOKEN": "xoxb-test",
-        "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "SLACK_MODERATOR_CHANNEL": "CMOD",
-        "PORT": str(port),
-        "OPENAI_BASE_URL": chat.base_url,
-        "BOT_DATABASE": database,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "slack",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    env = clean_env(
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET=SECRET,
+        SLACK_API_URL=slack.api_url,
+        SLACK_MODERATOR_CHANNEL="CMOD",
+        PORT=str(port),
+        OPENAI_BASE_URL=chat.base_url,
+        BOT_DATABASE=database,
     )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
-    assert line.decode().startswith("Slack: listening for events"), line
+    process = await bot("slack", env=env)
+    await started(process, "Slack: listening for events")
     return process
 
 
@@ -125,10 +110,8 @@ async def test_two_processes_answer_each_message_once_in_order(schema: str) -> N
                 results = await asyncio.gather(*(conversation(n) for n in range(12)))
                 await asyncio.sleep(0.5)  # room for any stray duplicate to show up
         finally:
-            for bot in bots:
-                bot.terminate()
-            for bot in bots:
-                await asyncio.wait_for(bot.wait(), timeout=20)
+            for process in bots:
+                await stop(process)
         for number, (thread, _) in enumerate(results):
             assert [
                 v.text for v in slack.visible("C1") if v.thread_ts == thread and v.text != WORKING

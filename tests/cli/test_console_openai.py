@@ -7,33 +7,15 @@ server in this test's event loop; the openai client inside the console does the 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
 
 from tests.fakes.chat_completions import ChatCompletionsServer, canonical
-
-ROOT = Path(__file__).parents[2]
+from tests.processes import bot, clean_env
 
 
 async def run_console(server: ChatCompletionsServer, db: Path, stdin: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BOT_"))}
-    env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_MODEL": "local-model"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "console",
-        "--database",
-        str(db),
-        "--thread",
-        "shop",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env=env,
-    )
+    env = clean_env(OPENAI_BASE_URL=server.base_url, OPENAI_MODEL="local-model")
+    process = await bot("console", "--database", str(db), "--thread", "shop", env=env)
     out, err = await asyncio.wait_for(process.communicate(stdin.encode()), timeout=60)
     assert process.returncode == 0, err.decode()
     return out.decode()
@@ -103,16 +85,7 @@ async def test_console_moderation_and_the_cases_command(tmp_path: Path) -> None:
     assert after_takeover.startswith("  ! A moderator has joined")  # "hello?" got no answer
     assert any(line.startswith("Moderators: /cases") for line in lines)
 
-    listing = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "cases",
-        "--database",
-        str(db),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    listing = await bot("cases", "--database", str(db), env=clean_env())
     printed, _ = await listing.communicate()
     rows = printed.decode().splitlines()
     assert rows[0].split() == ["case", "status", "age", "moderator", "thread", "reason"]

@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
 
 from tests.fakes.chat_completions import ChatCompletionsServer
 from tests.fakes.discord_api import TOKEN, DiscordServer
 from tests.fakes.slack_api import SlackServer
-
-ROOT = Path(__file__).parents[2]
+from tests.processes import bot, clean_env
 
 
 async def doctor(**env: str) -> tuple[int, list[str]]:
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "BOT_", "SLACK_", "DISCORD_"))
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "doctor",
-        cwd=ROOT,
-        env=base | env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await bot("doctor", env=clean_env(**env))
     out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return process.returncode, out.decode().splitlines()
