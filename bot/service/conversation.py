@@ -103,7 +103,8 @@ class ConversationService:
             return await self._empty(message, emit)
         if cut and emit is not None:
             persona = self.workflow.agent(self.workflow.start).display
-            await emit(Post("notice", LONG_TEXT.format(limit=self.max_message_chars), persona))
+            note = Post("notice", LONG_TEXT.format(limit=self.max_message_chars), persona)
+            emit = _after(note, emit)
         user = UserTurn(text, message.author)
         self.in_flight += 1
         try:
@@ -149,6 +150,10 @@ class ConversationService:
         """An empty or attachment-only message: a short reply where the bot is addressed."""
         if not message.mentioned and not await self.owns(message.key):
             return TurnResult(None, ignored=True)
+        if message.event_id and not await self.store.claim_event(
+            message.platform, message.event_id
+        ):
+            return TurnResult(None, duplicate=True)
         post = Post("notice", EMPTY_TEXT, self.workflow.agent(self.workflow.start).display)
         if emit is not None:
             await emit(post)
@@ -357,3 +362,15 @@ class _Delivery:
             )
             return
         self._delivered += 1
+
+
+def _after(first: Post, emit: Emit) -> Emit:
+    """`emit` that sends `first` before the first post of the turn (a real turn, not a dup)."""
+    pending = [first]
+
+    async def wrapped(post: Post) -> None:
+        while pending:
+            await emit(pending.pop())
+        await emit(post)
+
+    return wrapped

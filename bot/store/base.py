@@ -223,6 +223,10 @@ class SessionStore(Protocol):
         """Whether an inbound event id was already claimed."""
         ...
 
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        """Claim an event that stores nothing else (an empty message); False if claimed before."""
+        ...
+
     async def recent(self, session_id: int, limit: int) -> list[Entry]:
         """The last `limit` transcript entries, oldest first."""
         ...

@@ -205,6 +205,18 @@ class PostgresStore:
     async def seen_event(self, platform: str, event_id: str) -> bool:
         return await self._tx("seen_event", _seen, platform, event_id)
 
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        status = await self._tx(
+            "claim_event",
+            _exec_status,
+            "INSERT INTO inbound_events (platform, event_id, received_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING",
+            platform,
+            event_id,
+            time.time(),
+        )
+        return bool(status.endswith(" 1"))
+
     async def recent(self, session_id: int, limit: int) -> list[Entry]:
         return await self._tx("recent", _recent, session_id, limit)
 
@@ -360,6 +372,10 @@ async def _fetch(conn: Conn, sql: str, *args: Any) -> list[Any]:
 
 async def _exec(conn: Conn, sql: str, *args: Any) -> None:
     await conn.execute(sql, *args)
+
+
+async def _exec_status(conn: Conn, sql: str, *args: Any) -> str:
+    return str(await conn.execute(sql, *args))
 
 
 async def _one(conn: Conn, where: str, *args: Any) -> Session | None:

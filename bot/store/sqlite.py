@@ -216,6 +216,9 @@ class SQLiteStore:
     async def seen_event(self, platform: str, event_id: str) -> bool:
         return await self._call("seen_event", _seen, platform, event_id)
 
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        return await self._call("claim_event", _write, _claim, platform, event_id)
+
     async def recent(self, session_id: int, limit: int) -> list[Entry]:
         return await self._call("recent", _recent, session_id, limit)
 
@@ -446,6 +449,15 @@ def _append(
             (session_id, open_case[0], open_case[1], now, now),
         )
     return session
+
+
+def _claim(db: sqlite3.Connection, platform: str, event_id: str) -> bool:
+    cursor = db.execute(
+        "INSERT INTO inbound_events (platform, event_id, received_at) VALUES (?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        (platform, event_id, time.time()),
+    )
+    return cursor.rowcount == 1
 
 
 def _seen(db: sqlite3.Connection, platform: str, event_id: str) -> bool:

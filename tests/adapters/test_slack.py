@@ -268,10 +268,17 @@ def test_the_manifest_asks_for_what_the_adapter_uses() -> None:
 async def test_a_mention_with_no_text_gets_a_short_reply(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
-    model = ScriptedModel()
+    model = ScriptedModel([say("barrier")])
     async with Bot(slack, store, model):
-        await slack.push(user_message(f"<@{BOT_USER}>", kind="app_mention"))
+        only_mention = user_message(f"<@{BOT_USER}>", kind="app_mention")
+        await slack.push(only_mention)
+        await slack.push({**only_mention, "type": "message"})  # the pair Slack always sends
         await slack.push(user_message("", kind="message", subtype="file_share", thread_ts="9.1"))
-        await slack.wait_for(lambda: len(replies(slack)) == 1)
-    assert replies(slack)[0][1] == "_I didn't get any text there. Could you type your question?_"
-    assert model.requests == []
+        await slack.wait_for(lambda: len(slack.acks) == 3)
+        await slack.push(user_message(f"<@{BOT_USER}> sync", channel="C9", kind="app_mention"))
+        await slack.wait_for(
+            lambda: ("Triage", "barrier", None) in [(u, t, None) for u, t, _ in replies(slack)]
+        )
+    texts = [text for _, text, _ in replies(slack)]
+    assert texts.count("_I didn't get any text there. Could you type your question?_") == 1
+    assert len(model.requests) == 1

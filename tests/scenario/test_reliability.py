@@ -150,3 +150,22 @@ async def test_an_empty_message_in_a_thread_nobody_owns_is_ignored(store: SQLite
         msg("", mentioned=False)
     )
     assert result.ignored and result.posts == ()
+
+
+async def test_duplicates_of_long_or_empty_messages_get_one_note(store: SQLiteStore) -> None:
+    service = ConversationService(
+        SHOP, ScriptedModel([say("Read it.")]), store, max_message_chars=100
+    )
+    seen: list[str] = []
+
+    async def emit(post: Post) -> None:
+        seen.append(post.text)
+
+    for _ in range(2):
+        await service.handle(msg("word " * 100, event_id="long-1"), emit=emit)
+        await service.handle(msg("", event_id="empty-1"), emit=emit)
+    assert seen == [
+        "Your message was long, so I read only its first 100 characters.",
+        "Read it.",
+        "I didn't get any text there. Could you type your question?",
+    ]
