@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from bot.adapters.discord import DiscordConfig, SwitchboardClient, display_name, thread_name
+from bot.adapters.discord import display_name, thread_name
 from bot.engine import Persona
 from bot.engine.loader import load_workflow
 from bot.models.scripted import ScriptedModel, call, say
-from bot.service import ConversationService
 from bot.store import SessionKey, SQLiteStore
+from tests.adapters.bots import DiscordBot
 from tests.fakes.discord_api import (
     BOT,
     BOT_USER,
     CHANNEL,
     GUILD,
     OTHER_BOT,
-    TOKEN,
     DiscordServer,
     user,
 )
@@ -32,27 +30,6 @@ SHOP = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
 async def discord_server() -> AsyncIterator[DiscordServer]:
     async with DiscordServer() as server:
         yield server
-
-
-class Bot:
-    """The client logged in to the local Discord, with the service on a real SQLite file."""
-
-    def __init__(self, server: DiscordServer, store: SQLiteStore, model: ScriptedModel):
-        DiscordConfig(TOKEN, server.api_url, server.gateway_url).point_at_endpoints()
-        self.client = SwitchboardClient(
-            ConversationService(SHOP, model, store), guild_ready_timeout=0.05
-        )
-        self.server = server
-
-    async def __aenter__(self) -> Bot:
-        await self.client.__aenter__()
-        self._task = asyncio.create_task(self.client.start(TOKEN))
-        await asyncio.wait_for(self.client.wait_until_ready(), 10)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.client.close()
-        await asyncio.wait_for(self._task, 10)
 
 
 def posts(server: DiscordServer) -> list[tuple[str, str, str]]:
@@ -76,7 +53,7 @@ def canonical() -> ScriptedModel:
 async def test_the_canonical_conversation(
     discord_server: DiscordServer, store: SQLiteStore
 ) -> None:
-    async with Bot(discord_server, store, canonical()):
+    async with DiscordBot(discord_server, store, canonical()):
         mention = await discord_server.say(MENTION, mentions=[BOT_USER])
         thread = mention["id"]
         await discord_server.wait_for(lambda: len(posts(discord_server)) == 2)
@@ -107,7 +84,7 @@ async def test_messages_the_bot_must_ignore(
     discord_server: DiscordServer, store: SQLiteStore
 ) -> None:
     model = ScriptedModel(respond=lambda request: say("Hi"))
-    async with Bot(discord_server, store, model):
+    async with DiscordBot(discord_server, store, model):
         await discord_server.say("just chatting")  # no mention, in the channel
         await discord_server.say("in a thread we do not own", channel=912345678901234567)
         await discord_server.say(
@@ -125,7 +102,7 @@ async def test_messages_the_bot_must_ignore(
 
 async def test_model_text_cannot_ping(discord_server: DiscordServer, store: SQLiteStore) -> None:
     hostile = "@everyone @here <@&1234> <@5678> read this"
-    async with Bot(discord_server, store, ScriptedModel([say(hostile)])):
+    async with DiscordBot(discord_server, store, ScriptedModel([say(hostile)])):
         await discord_server.say(MENTION, mentions=[BOT_USER])
         await discord_server.wait_for(lambda: len(posts(discord_server)) == 1)
     execution = discord_server.executions[0]
@@ -137,7 +114,7 @@ async def test_a_5000_character_reply_is_split_in_order(
     discord_server: DiscordServer, store: SQLiteStore
 ) -> None:
     words = [f"w{i:04d}" for i in range(1000)]  # 5,999 characters
-    async with Bot(discord_server, store, ScriptedModel([say(" ".join(words))])):
+    async with DiscordBot(discord_server, store, ScriptedModel([say(" ".join(words))])):
         await discord_server.say(MENTION, mentions=[BOT_USER])
         await discord_server.wait_for(lambda: "w0999" in str(posts(discord_server)))
     contents = [content for _, content, _ in posts(discord_server)]
@@ -150,7 +127,7 @@ async def test_end_closes_and_a_new_mention_starts_afresh(
     discord_server: DiscordServer, store: SQLiteStore
 ) -> None:
     model = ScriptedModel(respond=lambda request: say(f"{request.agent} here"))
-    async with Bot(discord_server, store, model):
+    async with DiscordBot(discord_server, store, model):
         mention = await discord_server.say(MENTION, mentions=[BOT_USER])
         thread = int(mention["id"])
         await discord_server.wait_for(lambda: len(posts(discord_server)) == 1)
@@ -197,7 +174,7 @@ async def test_a_direct_message_is_a_conversation(
     model = ScriptedModel(
         [call("handoff_to_Returns", {"reason": "Return."}), say("Which order?"), say("Noted.")]
     )
-    async with Bot(discord_server, store, model):
+    async with DiscordBot(discord_server, store, model):
         await discord_server.say("I want to return my order", channel=dm, guild_id=None)
         await discord_server.wait_for(lambda: len(discord_server.messages) == 2)
         await discord_server.say("Order 42", channel=dm, guild_id=None)

@@ -9,17 +9,15 @@ from typing import Any
 
 import pytest
 
-from bot.adapters.discord import DiscordConfig, SwitchboardClient
 from bot.engine.loader import load_workflow
 from bot.models.scripted import Responder, ScriptedModel, call, say
-from bot.service import ConversationService
 from bot.store import SQLiteStore
+from tests.adapters.bots import DiscordBot
 from tests.fakes.discord_api import (
     BOT,
     BOT_USER,
     MOD_CHANNEL,
     MOD_ROLE,
-    TOKEN,
     DiscordServer,
     user,
 )
@@ -36,25 +34,11 @@ async def discord_server() -> AsyncIterator[DiscordServer]:
         yield server
 
 
-class Bot:
-    def __init__(self, server: DiscordServer, store: SQLiteStore, model: ScriptedModel):
-        DiscordConfig(TOKEN, server.api_url, server.gateway_url).point_at_endpoints()
-        self.client = SwitchboardClient(
-            ConversationService(SHOP, model, store),
-            moderator_channel=MOD_CHANNEL,
-            moderator_role="Moderators",
-            guild_ready_timeout=0.05,
-        )
-
-    async def __aenter__(self) -> Bot:
-        await self.client.__aenter__()
-        self._task = asyncio.create_task(self.client.start(TOKEN))
-        await asyncio.wait_for(self.client.wait_until_ready(), 10)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.client.close()
-        await asyncio.wait_for(self._task, 10)
+def moderated(server: DiscordServer, store: SQLiteStore, model: ScriptedModel) -> DiscordBot:
+    """The bot with the moderators' channel and role."""
+    return DiscordBot(
+        server, store, model, moderator_channel=MOD_CHANNEL, moderator_role="Moderators"
+    )
 
 
 def escalating(respond: Responder | None = None) -> ScriptedModel:
@@ -104,7 +88,7 @@ async def escalate(server: DiscordServer) -> str:
 async def test_escalation_posts_a_card_for_moderators_only(
     discord_server: DiscordServer, store: SQLiteStore
 ) -> None:
-    async with Bot(discord_server, store, escalating()):
+    async with moderated(discord_server, store, escalating()):
         thread = await escalate(discord_server)
     message = card(discord_server)
     embed = message["embeds"][0]
@@ -121,7 +105,7 @@ async def test_escalation_posts_a_card_for_moderators_only(
 async def test_approve_once_then_a_stale_click_is_refused(
     discord_server: DiscordServer, store: SQLiteStore
 ) -> None:
-    async with Bot(discord_server, store, escalating()):
+    async with moderated(discord_server, store, escalating()):
         await escalate(discord_server)
         card_id = card(discord_server)["id"]
         await discord_server.click(
@@ -150,7 +134,7 @@ async def test_approve_once_then_a_stale_click_is_refused(
 async def test_a_non_moderator_is_refused_privately(
     discord_server: DiscordServer, store: SQLiteStore
 ) -> None:
-    async with Bot(discord_server, store, escalating()):
+    async with moderated(discord_server, store, escalating()):
         await escalate(discord_server)
         before = thread_posts(discord_server)
         await discord_server.click(
@@ -169,7 +153,7 @@ async def test_take_over_silences_the_bot_and_hand_back_resumes(
     discord_server: DiscordServer, store: SQLiteStore
 ) -> None:
     model = escalating(lambda request: say(f"{request.agent} here, all sorted."))
-    async with Bot(discord_server, store, model):
+    async with moderated(discord_server, store, model):
         thread = int(await escalate(discord_server))
         card_id = card(discord_server)["id"]
         await discord_server.click(
@@ -201,9 +185,15 @@ async def test_take_over_silences_the_bot_and_hand_back_resumes(
 
 
 async def test_a_case_survives_a_restart(discord_server: DiscordServer, db_path: Path) -> None:
-    async with SQLiteStore(db_path) as store, Bot(discord_server, store, escalating()):
+    async with (
+        SQLiteStore(db_path) as store,
+        moderated(discord_server, store, escalating()),
+    ):
         await escalate(discord_server)
-    async with SQLiteStore(db_path) as store, Bot(discord_server, store, ScriptedModel()):
+    async with (
+        SQLiteStore(db_path) as store,
+        moderated(discord_server, store, ScriptedModel()),
+    ):
         await discord_server.click(
             card(discord_server)["id"],
             "switchboard:case:close:1",

@@ -6,14 +6,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-from bot.adapters.slack import SlackConfig, build_app, to_incoming
+from bot.adapters.slack import SlackConfig, to_incoming
 from bot.engine.loader import load_workflow
 from bot.models.scripted import ScriptedModel, call, say
-from bot.service import ConversationService
 from bot.settings import SettingsError, load_settings
 from bot.store import SessionKey, SQLiteStore
+from tests.adapters.bots import SlackBot
 from tests.fakes.slack_api import BOT_ID, BOT_USER, SlackServer, user_message
 
 SHOP = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
@@ -23,23 +22,6 @@ SHOP = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
 async def slack() -> AsyncIterator[SlackServer]:
     async with SlackServer() as server:
         yield server
-
-
-class Bot:
-    """A running bot: Bolt app + Socket Mode handler + service on a real SQLite file."""
-
-    def __init__(self, slack: SlackServer, store: SQLiteStore, model: ScriptedModel):
-        self.config = SlackConfig("xoxb-test", "xapp-test", None, slack.api_url, 0)
-        self.service = ConversationService(SHOP, model, store)
-        self.app = build_app(self.service, self.config)
-        self.handler = AsyncSocketModeHandler(self.app, self.config.app_token)
-
-    async def __aenter__(self) -> Bot:
-        await self.handler.connect_async()  # type: ignore[no-untyped-call]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.handler.close_async()  # type: ignore[no-untyped-call]
 
 
 def replies(slack: SlackServer) -> list[tuple[str, str, str | None]]:
@@ -65,7 +47,7 @@ MENTION = f"<@{BOT_USER}> I want to return my order"
 async def test_the_canonical_conversation_in_a_thread(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
-    async with Bot(slack, store, canonical()):
+    async with SlackBot(slack, store, canonical()):
         mention = user_message(MENTION, kind="app_mention")
         await slack.push(mention)
         await slack.wait_for(lambda: len(replies(slack)) == 2)
@@ -96,7 +78,7 @@ async def test_one_answer_for_a_mention_delivered_twice_and_retried(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
     model = ScriptedModel(respond=lambda request: say("Hello!"))
-    async with Bot(slack, store, model):
+    async with SlackBot(slack, store, model):
         mention = user_message(MENTION, kind="app_mention")
         as_message = {**mention, "type": "message"}
         await slack.push(mention, event_id="EvA")
@@ -112,7 +94,7 @@ async def test_one_answer_for_a_mention_delivered_twice_and_retried(
 
 async def test_messages_the_bot_must_ignore(slack: SlackServer, store: SQLiteStore) -> None:
     model = ScriptedModel(respond=lambda request: say("Hi"))
-    async with Bot(slack, store, model):
+    async with SlackBot(slack, store, model):
         await slack.push(user_message("chatter in the channel"))
         await slack.push(user_message("reply in a thread we do not own", thread_ts="1.000001"))
         await slack.push(user_message("from a bot", thread_ts="1.000001", bot_id="B9"))
@@ -129,14 +111,14 @@ async def test_messages_the_bot_must_ignore(slack: SlackServer, store: SQLiteSto
 async def test_a_mention_inside_an_existing_thread_starts_there(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
-    async with Bot(slack, store, ScriptedModel([say("Hi there")])):
+    async with SlackBot(slack, store, ScriptedModel([say("Hi there")])):
         await slack.push(user_message(f"<@{BOT_USER}> help", thread_ts="1700000000.999999"))
         await slack.wait_for(lambda: len(replies(slack)) == 1)
     assert replies(slack) == [("Triage", "Hi there", "1700000000.999999")]
 
 
 async def test_a_direct_message_is_a_conversation(slack: SlackServer, store: SQLiteStore) -> None:
-    async with Bot(slack, store, ScriptedModel([say("Hello in private")])):
+    async with SlackBot(slack, store, ScriptedModel([say("Hello in private")])):
         await slack.push(user_message("hi", channel="D1", channel_type="im"))
         await slack.wait_for(lambda: len(replies(slack)) == 1)
     assert replies(slack) == [("Triage", "Hello in private", None)]
@@ -144,7 +126,7 @@ async def test_a_direct_message_is_a_conversation(slack: SlackServer, store: SQL
 
 async def test_model_text_cannot_ping_anyone(slack: SlackServer, store: SQLiteStore) -> None:
     hostile = "<!channel> <!here> <!everyone> hey <@U123>, see <https://x.example|this>"
-    async with Bot(slack, store, ScriptedModel([say(hostile)])):
+    async with SlackBot(slack, store, ScriptedModel([say(hostile)])):
         await slack.push(user_message(MENTION, kind="app_mention"))
         await slack.wait_for(lambda: len(replies(slack)) == 1)
     text = replies(slack)[0][1]
@@ -157,7 +139,7 @@ async def test_a_10000_character_reply_is_split_in_order(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
     words = [f"w{i:05d}" for i in range(1500)]  # 10,499 characters
-    async with Bot(slack, store, ScriptedModel([say(" ".join(words))])):
+    async with SlackBot(slack, store, ScriptedModel([say(" ".join(words))])):
         await slack.push(user_message(MENTION, kind="app_mention"))
         await slack.wait_for(lambda: len(replies(slack)) >= 3)
     texts = [text for _, text, _ in replies(slack)]
@@ -167,7 +149,7 @@ async def test_a_10000_character_reply_is_split_in_order(
 
 async def test_a_429_on_post_message_is_retried(slack: SlackServer, store: SQLiteStore) -> None:
     slack.rate_limit(2)
-    async with Bot(slack, store, ScriptedModel([say("Eventually")])):
+    async with SlackBot(slack, store, ScriptedModel([say("Eventually")])):
         await slack.push(user_message(MENTION, kind="app_mention"))
         await slack.wait_for(lambda: len(replies(slack)) == 1, within=15)
     assert [text for _, text, _ in replies(slack)] == ["Eventually"]
@@ -178,7 +160,7 @@ async def test_a_429_on_post_message_is_retried(slack: SlackServer, store: SQLit
 async def test_a_slow_turn_shows_a_placeholder_that_the_reply_replaces(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
-    async with Bot(slack, store, ScriptedModel([say("Done thinking")], latency=0.3)):
+    async with SlackBot(slack, store, ScriptedModel([say("Done thinking")], latency=0.3)):
         await slack.push(user_message(MENTION, kind="app_mention"))
         await slack.wait_for(lambda: any(c.method == "chat.update" for c in slack.calls))
     placeholder = slack.posts()[0].args
@@ -190,7 +172,7 @@ async def test_a_slow_turn_shows_a_placeholder_that_the_reply_replaces(
 async def test_a_handoff_replaces_the_placeholder_with_the_new_persona(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
-    async with Bot(slack, store, canonical()):
+    async with SlackBot(slack, store, canonical()):
         await slack.push(user_message(MENTION, kind="app_mention"))
         await slack.wait_for(lambda: len(replies(slack)) == 2)
     methods = [c.method for c in slack.calls if c.method.startswith("chat.")]
@@ -201,7 +183,7 @@ async def test_end_closes_and_a_new_mention_starts_afresh(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
     model = ScriptedModel(respond=lambda request: say(f"{request.agent} here"))
-    async with Bot(slack, store, model):
+    async with SlackBot(slack, store, model):
         mention = user_message(MENTION, kind="app_mention")
         thread = mention["ts"]
         await slack.push(mention)
@@ -269,7 +251,7 @@ async def test_a_mention_with_no_text_gets_a_short_reply(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
     model = ScriptedModel([say("barrier")])
-    async with Bot(slack, store, model):
+    async with SlackBot(slack, store, model):
         only_mention = user_message(f"<@{BOT_USER}>", kind="app_mention")
         await slack.push(only_mention)
         await slack.push({**only_mention, "type": "message"})  # the pair Slack always sends

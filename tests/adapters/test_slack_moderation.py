@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-from bot.adapters.slack import SlackConfig, build_app
 from bot.engine.loader import load_workflow
 from bot.models.scripted import Responder, ScriptedModel, call, say
-from bot.service import ConversationService
 from bot.store import SessionKey, SQLiteStore
+from tests.adapters.bots import SlackBot
 from tests.fakes.slack_api import BOT_USER, SlackServer, Visible, user_message
 
 SHOP = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
@@ -27,20 +25,11 @@ async def slack() -> AsyncIterator[SlackServer]:
         yield server
 
 
-class Bot:
-    def __init__(self, slack: SlackServer, store: SQLiteStore, model: ScriptedModel):
-        config = SlackConfig(
-            "xoxb-test", "xapp-test", None, slack.api_url, 0, MODS, frozenset({"ULISTED"})
-        )
-        self.app = build_app(ConversationService(SHOP, model, store), config)
-        self.handler = AsyncSocketModeHandler(self.app, "xapp-test")
-
-    async def __aenter__(self) -> Bot:
-        await self.handler.connect_async()  # type: ignore[no-untyped-call]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.handler.close_async()  # type: ignore[no-untyped-call]
+def moderated(slack: SlackServer, store: SQLiteStore, model: ScriptedModel) -> SlackBot:
+    """The bot with the moderators' channel and one listed moderator id."""
+    return SlackBot(
+        slack, store, model, moderator_channel=MODS, moderator_ids=frozenset({"ULISTED"})
+    )
 
 
 def escalating(respond: Responder | None = None) -> ScriptedModel:
@@ -85,7 +74,7 @@ async def escalate(slack: SlackServer) -> str:
 async def test_escalation_posts_a_card_for_moderators_only(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
-    async with Bot(slack, store, escalating()):
+    async with moderated(slack, store, escalating()):
         thread = await escalate(slack)
     message = card(slack)
     text = message.args["blocks"][0]["text"]["text"]
@@ -99,7 +88,7 @@ async def test_escalation_posts_a_card_for_moderators_only(
 async def test_a_moderator_approves_once_and_a_second_click_is_refused(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
-    async with Bot(slack, store, escalating()):
+    async with moderated(slack, store, escalating()):
         await escalate(slack)
         await slack.click(card(slack), "case_approve", user="UMOD1")
         await slack.wait_for(
@@ -127,7 +116,7 @@ async def test_a_moderator_approves_once_and_a_second_click_is_refused(
 async def test_a_non_moderator_is_refused_privately_and_nothing_changes(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
-    async with Bot(slack, store, escalating()):
+    async with moderated(slack, store, escalating()):
         await escalate(slack)
         before = thread_texts(slack)
         await slack.click(card(slack), "case_approve", user="UNOBODY")
@@ -148,7 +137,7 @@ async def test_take_over_silences_the_bot_and_hand_back_resumes(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
     model = escalating(lambda request: say(f"{request.agent} here, all sorted."))
-    async with Bot(slack, store, model):
+    async with moderated(slack, store, model):
         thread = await escalate(slack)
         await slack.click(card(slack), "case_takeover", user="UMOD1")
         await slack.wait_for(lambda: "case_handback" in buttons(card(slack)))
@@ -176,9 +165,15 @@ async def test_take_over_silences_the_bot_and_hand_back_resumes(
 async def test_a_case_survives_a_restart_between_escalation_and_click(
     slack: SlackServer, db_path: Path
 ) -> None:
-    async with SQLiteStore(db_path) as store, Bot(slack, store, escalating()):
+    async with (
+        SQLiteStore(db_path) as store,
+        moderated(slack, store, escalating()),
+    ):
         await escalate(slack)
-    async with SQLiteStore(db_path) as store, Bot(slack, store, ScriptedModel()):
+    async with (
+        SQLiteStore(db_path) as store,
+        moderated(slack, store, ScriptedModel()),
+    ):
         await slack.click(card(slack), "case_close", user="UMOD2")
         await slack.wait_for(
             lambda: ("Moderator", "_A moderator closed this conversation._") in thread_texts(slack)
@@ -191,7 +186,7 @@ async def test_a_case_survives_a_restart_between_escalation_and_click(
 async def test_forged_button_payloads_change_nothing(
     slack: SlackServer, store: SQLiteStore
 ) -> None:
-    async with Bot(slack, store, escalating()):
+    async with moderated(slack, store, escalating()):
         await escalate(slack)
         forged = {
             **card(slack).args,

@@ -1,0 +1,61 @@
+"""The bot running in-process against the local Slack or Discord, for adapter tests."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+from bot.adapters.discord import DiscordConfig, SwitchboardClient
+from bot.adapters.slack import SlackConfig, build_app
+from bot.engine.loader import load_workflow
+from bot.models.scripted import ScriptedModel
+from bot.service import ConversationService
+from bot.store import SQLiteStore
+from tests.fakes.discord_api import TOKEN, DiscordServer
+from tests.fakes.slack_api import SlackServer
+
+SHOP = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
+
+
+class SlackBot:
+    """Bolt app + Socket Mode handler + service on a real SQLite file."""
+
+    def __init__(
+        self, slack: SlackServer, store: SQLiteStore, model: ScriptedModel, **config: Any
+    ) -> None:
+        self.config = SlackConfig("xoxb-test", "xapp-test", None, slack.api_url, 0, **config)
+        self.service = ConversationService(SHOP, model, store)
+        self.app = build_app(self.service, self.config)
+        self.handler = AsyncSocketModeHandler(self.app, "xapp-test")
+
+    async def __aenter__(self) -> SlackBot:
+        await self.handler.connect_async()  # type: ignore[no-untyped-call]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.handler.close_async()  # type: ignore[no-untyped-call]
+
+
+class DiscordBot:
+    """The discord.py client logged in to the local Discord, with the service behind it."""
+
+    def __init__(
+        self, server: DiscordServer, store: SQLiteStore, model: ScriptedModel, **options: Any
+    ) -> None:
+        DiscordConfig(TOKEN, server.api_url, server.gateway_url).point_at_endpoints()
+        self.client = SwitchboardClient(
+            ConversationService(SHOP, model, store), guild_ready_timeout=0.05, **options
+        )
+
+    async def __aenter__(self) -> DiscordBot:
+        await self.client.__aenter__()
+        self._task = asyncio.create_task(self.client.start(TOKEN))
+        await asyncio.wait_for(self.client.wait_until_ready(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.close()
+        await asyncio.wait_for(self._task, 10)
