@@ -14,7 +14,7 @@ from bot.engine.errors import WorkflowError
 from bot.engine.loader import load_workflow
 from bot.settings import Settings
 from bot.store.base import StoreError
-from bot.store.sqlite import migrations
+from bot.store.sqlite_ops import migrations
 
 TIMEOUT_S = 10.0
 

@@ -12,7 +12,7 @@ import pytest
 from bot.engine import AgentReply, HandoffRecord, Item, Notice, ToolOutcome, UserTurn
 from bot.models import ToolCall
 from bot.store import ModelUsage, SessionKey, SQLiteStore, StoreError
-from bot.store.sqlite import migrations
+from bot.store.sqlite_ops import migrations
 from tests.store.conftest import Opener
 
 KEY = SessionKey("console", "local", "t1")
