@@ -67,7 +67,7 @@ def _workflow(settings: Settings) -> Finding:
 async def _postgres(url: str) -> Finding:
     """Connect, and read the schema version and the backlog."""
     from bot.store.postgres import PostgresStore
-    from bot.store.postgres import migrations as pg_migrations
+    from bot.store.postgres_ops import migrations as pg_migrations
 
     store = PostgresStore(url)
     try:
