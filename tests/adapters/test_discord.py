@@ -136,10 +136,10 @@ async def test_end_closes_and_a_new_mention_starts_afresh(
         await discord_server.say("hello?", channel=thread)  # closed: ignored
         await discord_server.say(f"<@{BOT}> new question", channel=thread, mentions=[BOT_USER])
         await discord_server.wait_for(lambda: len(posts(discord_server)) == 3)
-    assert [content for _, content, _ in posts(discord_server)] == [
-        "Triage here",
-        "*Conversation ended. Your next message to me starts a new one.*",
-        "Triage here",
+    assert [(username, content) for username, content, _ in posts(discord_server)] == [
+        ("Triage", "Triage here"),
+        ("Triage", "*Conversation ended. Your next message to me starts a new one.*"),
+        ("Triage", "Triage here"),
     ]
 
 
