@@ -25,7 +25,7 @@ from bot.engine.agents import Persona
 from bot.runtime import outbox_worker, stop_signal
 from bot.service import ConversationService, IncomingMessage, Moderation, Post
 from bot.settings import Settings, SettingsError
-from bot.store.base import SessionKey
+from bot.store.base import SessionKey, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,13 @@ class SwitchboardClient(discord.Client):
             for post in (await self.service.end(incoming.key, by=f"user {incoming.author}")).posts:
                 await poster.post(post)
             return
-        async with self.get_partial_messageable(thread_id).typing():
-            result = await self.service.handle(incoming, emit=poster.post)
+        try:
+            async with self.get_partial_messageable(thread_id).typing():
+                result = await self.service.handle(incoming, emit=poster.post)
+        except StoreError as exc:
+            log.error("discord: store failed for %s: %s", incoming.key, exc)
+            await poster.post(self.service.unavailable())
+            return
         for case in result.cases:
             await self.cards.post(case)
 

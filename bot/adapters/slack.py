@@ -27,7 +27,7 @@ from bot.adapters.slack_thread import DM_THREAD, SlackThread
 from bot.runtime import outbox_worker, stop_signal
 from bot.service import ConversationService, IncomingMessage, Moderation, Post
 from bot.settings import Settings, SettingsError
-from bot.store.base import SessionKey
+from bot.store.base import SessionKey, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,10 @@ def build_app(service: ConversationService, config: SlackConfig) -> AsyncApp:
                     await thread.post(post)
                 return
             result = await service.handle(incoming, emit=thread.post, on_start=thread.working)
+        except StoreError as exc:
+            log.error("slack: store failed for %s: %s", incoming.key, exc)
+            await thread.post(service.unavailable())
+            return
         finally:
             await thread.finish()
         for case in result.cases:

@@ -44,6 +44,10 @@ FAILED_TEXT = (
     "I'm sorry, something went wrong on my side while answering. Your message is saved; "
     "please try again in a moment."
 )
+STORE_DOWN_TEXT = (
+    "I'm sorry, I can't reach my conversation store right now, so I can't answer safely. "
+    "Please try again in a few minutes."
+)
 EMPTY_TEXT = "I didn't get any text there. Could you type your question?"
 LONG_TEXT = "Your message was long, so I read only its first {limit:,} characters."
 CLOSED_TEXT = "This conversation is closed. Mention me to start a new one."
@@ -171,6 +175,10 @@ class ConversationService:
             log.info("session %s ended by %s", key, by)
             post = Post("notice", ENDED_TEXT, self.workflow.agent(self.workflow.start).display)
             return TurnResult(closed, (post,))
+
+    def unavailable(self) -> Post:
+        """What to tell the user when the store itself fails (it cannot queue this post)."""
+        return Post("notice", STORE_DOWN_TEXT, self.workflow.agent(self.workflow.start).display)
 
     async def owns(self, key: SessionKey) -> bool:
         """Whether the thread has an open conversation (adapters answer un-mentioned messages)."""

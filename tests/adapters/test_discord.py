@@ -186,3 +186,18 @@ async def test_a_direct_message_is_a_conversation(
     ]
     assert all(m["allowed_mentions"] == {"parse": []} for m in discord_server.messages)
     assert discord_server.threads == {}
+
+
+async def test_a_store_failure_gets_an_honest_reply(
+    discord_server: DiscordServer, db_path: Path
+) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    async with DiscordBot(discord_server, store, ScriptedModel([say("never")])):
+        await store.close()  # the database goes away under the running bot
+        await discord_server.say(MENTION, mentions=[BOT_USER])
+        await discord_server.wait_for(lambda: len(posts(discord_server)) == 1)
+    assert posts(discord_server)[0][1] == (
+        "*I'm sorry, I can't reach my conversation store right now, so I can't answer safely. "
+        "Please try again in a few minutes.*"
+    )

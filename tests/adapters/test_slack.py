@@ -264,3 +264,16 @@ async def test_a_mention_with_no_text_gets_a_short_reply(
     texts = [text for _, text, _ in replies(slack)]
     assert texts.count("_I didn't get any text there. Could you type your question?_") == 1
     assert len(model.requests) == 1
+
+
+async def test_a_store_failure_gets_an_honest_reply(slack: SlackServer, db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    async with SlackBot(slack, store, ScriptedModel([say("never")])):
+        await store.close()  # the database goes away under the running bot
+        await slack.push(user_message(MENTION, kind="app_mention"))
+        await slack.wait_for(lambda: len(replies(slack)) == 1)
+    assert replies(slack)[0][1] == (
+        "_I'm sorry, I can't reach my conversation store right now, so I can't answer safely. "
+        "Please try again in a few minutes._"
+    )
