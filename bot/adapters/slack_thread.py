@@ -29,14 +29,15 @@ class SlackThread:
         self.thread_ts = None if thread == DM_THREAD else thread
         self._placeholder: tuple[str, Persona] | None = None
 
-    async def working(self, persona: Persona) -> None:
-        """Show that the bot is on it: a placeholder the first reply replaces."""
+    async def working(self, persona: Persona) -> str | None:
+        """Show that the bot is on it: a placeholder the first reply replaces; returns its ts."""
         try:
             response = await self._send(WORKING_TEXT, persona)
         except (SlackApiError, aiohttp.ClientError) as exc:
             log.warning("no placeholder in %s: %s", self.channel, type(exc).__name__)
-            return  # a nicety only: the turn goes on, its posts go through the outbox
+            return None  # a nicety only: the turn goes on, its posts go through the outbox
         self._placeholder = (str(response["ts"]), persona)
+        return self._placeholder[0]
 
     async def post(self, post: Post) -> None:
         """Post one reply, handoff line or notice, split to fit and escaped."""
@@ -44,6 +45,8 @@ class SlackThread:
         if post.kind == "notice":
             text = f"_{text}_"
         chunks = split_text(text, POST_LIMIT) or ["…"]
+        if self._placeholder is None and post.replaces:
+            await self._delete(post.replaces)  # left behind by a turn that crashed
         if self._placeholder is not None:
             ts, persona = self._placeholder
             self._placeholder = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -38,7 +39,7 @@ from bot.store.base import (
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Post], Awaitable[None]]
-Started = Callable[[Persona], Awaitable[None]]
+Started = Callable[[Persona], Awaitable[str | None]]
 
 FAILED_TEXT = (
     "I'm sorry, something went wrong on my side while answering. Your message is saved; "
@@ -99,7 +100,9 @@ class ConversationService:
         """Answer one incoming message exactly once.
 
         `emit` receives posts as they happen; `on_start` is told, with the persona that will
-        answer first, when a turn really starts (never for a duplicate or ignored message).
+        answer first, when a turn really starts (never for a duplicate or ignored message). It
+        may return a reference to a placeholder it posted: the turn's first queued post carries
+        it, so a post delivered after a crash can remove the placeholder.
         """
         event = (message.platform, message.event_id) if message.event_id else None
         text, cut = limit_text(clean_text(message.text), self.max_message_chars)
@@ -143,12 +146,13 @@ class ConversationService:
                 # A moderator holds the thread: keep the message, relay nothing to the model.
                 return TurnResult(session, taken_over=True)
             self._windows.extend(session.id, session.item_count, [user])
+            placeholder = None
             if on_start is not None:
                 entry = self.workflow.entry_agent(session.active_agent)
-                await on_start(self.workflow.agent(entry).display)
+                placeholder = await on_start(self.workflow.agent(entry).display)
             if received.backlog:
                 self.backlog.add(session.id)  # posts left by another process wait first
-            return await self._run(session, emit, user)
+            return await self._run(session, emit, user, placeholder)
 
     async def _empty(self, message: IncomingMessage, emit: Emit | None) -> TurnResult:
         """An empty or attachment-only message: a short reply where the bot is addressed."""
@@ -185,8 +189,10 @@ class ConversationService:
         session = await self.store.find_session(key)
         return session is not None and session.status == "open"
 
-    async def _run(self, session: Session, emit: Emit | None, user: UserTurn) -> TurnResult:
-        delivery = _Delivery(self, session.id, emit)
+    async def _run(
+        self, session: Session, emit: Emit | None, user: UserTurn, placeholder: str | None = None
+    ) -> TurnResult:
+        delivery = _Delivery(self, session.id, emit, placeholder)
         try:
             history = await self._history(session, user)
             deferred: list[Event] = []
@@ -197,7 +203,9 @@ class ConversationService:
                     deferred.append(event)
                     continue
                 post = self._post(session, event)
-                session = await self._persist(session, [*deferred, event], post, delivery.take())
+                session = await self._persist(
+                    session, [*deferred, event], delivery.queued(post), delivery.take()
+                )
                 deferred.clear()
                 await delivery.publish(post)
             if deferred:
@@ -210,7 +218,7 @@ class ConversationService:
             persona = self.workflow.agent(self.workflow.entry_agent(session.active_agent)).display
             post = Post("notice", FAILED_TEXT, persona)
             session = await self._persist_notice(
-                session, "Turn failed: internal error.", post, delivery.take()
+                session, "Turn failed: internal error.", delivery.queued(post), delivery.take()
             )
             await delivery.publish(post)
         await self.store.mark_sent(session.id, delivery.take())
@@ -227,10 +235,13 @@ class ConversationService:
         return True
 
     async def _persist_notice(
-        self, session: Session, text: str, post: Post, delivered: int
+        self, session: Session, text: str, post: Post | None, delivered: int
     ) -> Session:
         stored = await self.store.append(
-            session.id, [Notice(text)], posts=[post_to_dict(post)], delivered=delivered
+            session.id,
+            [Notice(text)],
+            posts=[post_to_dict(post)] if post else [],
+            delivered=delivered,
         )
         if stored is None:
             return session
@@ -332,13 +343,27 @@ class _Delivery:
     queued behind it, so the outbox worker delivers them in order.
     """
 
-    def __init__(self, service: ConversationService, session_id: int, emit: Emit | None):
+    def __init__(
+        self,
+        service: ConversationService,
+        session_id: int,
+        emit: Emit | None,
+        placeholder: str | None = None,
+    ) -> None:
         self.service = service
         self.session_id = session_id
         self.emit = emit
+        self._placeholder = placeholder
         self.posts: list[Post] = []
         self._delivered = 0
         self._blocked = session_id in service.backlog
+
+    def queued(self, post: Post | None) -> Post | None:
+        """The post as the outbox keeps it: the turn's first one names the placeholder."""
+        if post is None or self._placeholder is None:
+            return post
+        placeholder, self._placeholder = self._placeholder, None
+        return dataclasses.replace(post, replaces=placeholder)
 
     def take(self) -> int:
         """Posts delivered since the last call, for the next store write to mark sent."""

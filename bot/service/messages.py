@@ -40,6 +40,7 @@ class Post:
     text: str
     persona: Persona
     agent: str | None = None
+    replaces: str | None = None  # a placeholder this post supersedes (platform reference)
 
 
 def post_to_dict(post: Post) -> dict[str, Any]:
@@ -50,12 +51,19 @@ def post_to_dict(post: Post) -> dict[str, Any]:
         "text": post.text,
         "agent": post.agent,
         "persona": [persona.name, persona.emoji, persona.avatar_url],
+        "replaces": post.replaces,
     }
 
 
 def post_from_dict(data: dict[str, Any]) -> Post:
     """A post read back from the outbox."""
-    return Post(data["kind"], data["text"], Persona(*data["persona"]), data.get("agent"))
+    return Post(
+        data["kind"],
+        data["text"],
+        Persona(*data["persona"]),
+        data.get("agent"),
+        data.get("replaces"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,28 @@ async def test_kill_9_between_the_model_reply_and_the_post(
     assert kinds == ["user", "agent", "tool", "handoff", "agent"]  # nothing duplicated
 
 
+async def test_a_crash_leaves_no_placeholder_behind(slack: SlackServer, tmp_path: Path) -> None:
+    db = tmp_path / "bot.db"
+    answer = "The one and only answer."
+    slack.hang_text = answer  # the placeholder's update to the answer never completes
+    async with ChatCompletionsServer(respond=lambda body: Reply(answer)) as chat:
+        first = await start_bot(slack, chat, db)
+        await slack.push(user_message(f"<@{BOT_USER}> hello", kind="app_mention"))
+        await slack.wait_for(lambda: WORKING in [v.text for v in slack.visible("C1")])
+        await slack.wait_for(lambda: len(chat.requests) == 1)
+        await asyncio.sleep(0.3)
+        first.kill()
+        await first.wait()
+        slack.release.set()
+        slack.hang_text = None
+
+        second = await start_bot(slack, chat, db)
+        await slack.wait_for(lambda: answer in shown(slack))
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), timeout=20)
+    assert [v.text for v in slack.visible("C1")] == [answer]  # no placeholder left behind
+
+
 async def test_sigterm_finishes_the_running_turn_then_exits(
     slack: SlackServer, tmp_path: Path
 ) -> None:

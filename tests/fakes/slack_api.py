@@ -109,7 +109,8 @@ class SlackServer:
         if method == "chat.postMessage" and self.refuse_posts > 0:
             self.refuse_posts -= 1
             return web.json_response({"ok": False, "error": "internal_error"}, status=500)
-        if method == "chat.postMessage" and self.hang_text and args.get("text") == self.hang_text:
+        posting = method in ("chat.postMessage", "chat.update")
+        if posting and self.hang_text and args.get("text") == self.hang_text:
             await self.release.wait()
             if request.transport is None or request.transport.is_closing():
                 return web.Response(status=499)  # the client is gone: nothing was posted
