@@ -144,8 +144,6 @@ class SwitchboardClient(discord.Client):
             author=str(message.author.id),
             mentioned=mentioned,
         )
-        if not mentioned and not await self.service.owns(incoming.key):
-            return
         if isinstance(channel, discord.TextChannel):
             try:
                 await message.create_thread(name=thread_name(incoming.text))
@@ -158,15 +156,28 @@ class SwitchboardClient(discord.Client):
             for post in (await self.service.end(incoming.key, by=f"user {incoming.author}")).posts:
                 await poster.post(post)
             return
+        typing: list[asyncio.Task[None]] = []
+
+        async def on_start(persona: Persona) -> None:
+            # Only a real turn shows typing: not a duplicate, nor a thread the bot does not own.
+            typing.append(asyncio.create_task(self._keep_typing(thread_id)))
+
         try:
-            async with self.get_partial_messageable(thread_id).typing():
-                result = await self.service.handle(incoming, emit=poster.post)
+            result = await self.service.handle(incoming, emit=poster.post, on_start=on_start)
         except StoreError as exc:
             log.error("discord: store failed for %s: %s", incoming.key, exc)
             await poster.post(self.service.unavailable())
             return
+        finally:
+            for task in typing:
+                task.cancel()
         for case in result.cases:
             await self.cards.post(case)
+
+    async def _keep_typing(self, thread_id: int) -> None:
+        """Show "typing" in the thread until cancelled (discord.py renews it every few seconds)."""
+        async with self.get_partial_messageable(thread_id).typing():
+            await asyncio.Event().wait()
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Buttons on review cards; every other interaction is not ours."""
