@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import resource
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +31,29 @@ sys.path.insert(0, str(ROOT))
 from bot.engine.loader import load_workflow  # noqa: E402
 from bot.models import ModelReply, ModelRequest  # noqa: E402
 from bot.service import ConversationService, IncomingMessage, Post  # noqa: E402
-from bot.store import SQLiteStore  # noqa: E402
+from bot.store import SessionKey, sqlite_store  # noqa: E402
+from bot.testing import RecordingPlatform  # noqa: E402
 
 WORKFLOW = load_workflow(ROOT / "workflows" / "helpdesk.yaml")
+
+
+class LoadPlatform(RecordingPlatform):
+    """Keeps each thread's replies and when each of its turns started, nothing else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies: dict[str, list[str]] = defaultdict(list)
+        self.began: dict[str, float] = {}
+
+    async def send(self, key: SessionKey, post: Post) -> str | None:
+        if post.kind == "reply":
+            self.replies[key.thread].append(post.text)
+        return None
+
+    @contextlib.asynccontextmanager
+    async def working(self, key: SessionKey) -> AsyncIterator[None]:
+        self.began[key.thread] = time.perf_counter()  # a thread's turns run one at a time
+        yield
 
 
 class EchoModel:
@@ -59,33 +81,22 @@ async def main() -> None:
     args = parser.parse_args()
 
     model = EchoModel(args.latency, args.jitter)
-    replies: dict[str, list[str]] = defaultdict(list)
+    platform = LoadPlatform()
+    replies = platform.replies
     added: list[float] = []  # turn time beyond the model's, from the turn's start
     waited: list[float] = []  # time before the turn started: the thread's earlier messages
     with tempfile.TemporaryDirectory() as folder:
-        async with SQLiteStore(Path(folder) / "load.db") as store:
-            service = ConversationService(WORKFLOW, model, store)
+        async with sqlite_store(Path(folder) / "load.db") as store:
+            service = ConversationService(WORKFLOW, model, store, platform)
 
             async def send(thread: str, index: int) -> None:
                 text = f"{thread}-m{index}"
-
-                async def emit(post: Post) -> None:
-                    replies[thread].append(post.text)
-
-                began: list[float] = []
-
-                async def on_start(persona: object) -> None:
-                    began.append(time.perf_counter())
-
                 started = time.perf_counter()
-                await service.handle(
-                    IncomingMessage("load", "C", thread, text, event_id=text),
-                    emit=emit,
-                    on_start=on_start,
-                )
+                await service.handle(IncomingMessage("load", "C", thread, text, event_id=text))
                 finished = time.perf_counter()
-                waited.append(began[0] - started)
-                added.append(finished - began[0] - model.slept.get(text, 0.0))
+                began = platform.began[thread]
+                waited.append(began - started)
+                added.append(finished - began - model.slept.get(text, 0.0))
 
             async def thread_life(thread: str) -> None:
                 # Messages to one thread come in bursts: the first three at once, then the rest.

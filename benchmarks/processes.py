@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.turns import WORKFLOW, canonical_reply, conversation  # noqa: E402
-from bot.models.scripted import ScriptedModel  # noqa: E402
 from bot.service import ConversationService  # noqa: E402
 from bot.store import store_for  # noqa: E402
+from bot.testing import ScriptedModel  # noqa: E402
 
 DSN = os.environ.get("BOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

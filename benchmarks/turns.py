@@ -32,11 +32,13 @@ sys.path.insert(0, str(ROOT))
 from bot.engine.loader import load_workflow  # noqa: E402
 from bot.engine.transcript import AgentReply, UserTurn  # noqa: E402
 from bot.models import ChatMessage, ChatModel, ModelReply, ModelRequest, ToolCall  # noqa: E402
-from bot.models.scripted import ScriptedModel  # noqa: E402
 from bot.service import ConversationService, IncomingMessage  # noqa: E402
-from bot.store import SessionKey, SQLiteStore  # noqa: E402
+from bot.store import SessionKey, Step, Store, sqlite_store  # noqa: E402
+from bot.store.values import NewSession  # noqa: E402
+from bot.testing import ScriptedModel  # noqa: E402
 
 WORKFLOW = load_workflow(ROOT / "workflows" / "ecommerce.yaml")
+
 HANDOFF = ToolCall("call_1", "handoff_to_Returns", '{"reason": "The customer wants a return."}')
 
 
@@ -59,17 +61,17 @@ async def conversation(service: ConversationService, thread: str) -> None:
 
 async def with_service(
     model: ChatModel,
-    work: Callable[[ConversationService, SQLiteStore], Awaitable[dict[str, object]]],
+    work: Callable[[ConversationService, Store], Awaitable[dict[str, object]]],
 ) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
-        async with SQLiteStore(Path(folder) / "bench.db") as store:
+        async with sqlite_store(Path(folder) / "bench.db") as store:
             return await work(ConversationService(WORKFLOW, model, store), store)
 
 
 async def canonical(conversations: int) -> dict[str, object]:
     model = ScriptedModel(respond=canonical_reply)
 
-    async def work(service: ConversationService, store: SQLiteStore) -> dict[str, object]:
+    async def work(service: ConversationService, store: Store) -> dict[str, object]:
         for warm in range(20):
             await conversation(service, f"warm-{warm}")
         started = time.perf_counter()
@@ -89,7 +91,7 @@ async def canonical(conversations: int) -> dict[str, object]:
 async def concurrent(threads: int, latency: float) -> dict[str, object]:
     model = ScriptedModel(respond=canonical_reply, latency=latency)
 
-    async def work(service: ConversationService, store: SQLiteStore) -> dict[str, object]:
+    async def work(service: ConversationService, store: Store) -> dict[str, object]:
         started = time.perf_counter()
         await asyncio.gather(*(conversation(service, f"t{n}") for n in range(threads)))
         elapsed = time.perf_counter() - started
@@ -111,7 +113,7 @@ async def concurrent(threads: int, latency: float) -> dict[str, object]:
 async def growth(samples: int) -> dict[str, object]:
     model = ScriptedModel(respond=lambda request: ModelReply(text="Noted."))
 
-    async def work(service: ConversationService, store: SQLiteStore) -> dict[str, object]:
+    async def work(service: ConversationService, store: Store) -> dict[str, object]:
         cold: dict[int, float] = {}
         warm: dict[int, float] = {}
         for size in (10, 1000):
@@ -122,8 +124,10 @@ async def growth(samples: int) -> dict[str, object]:
             firsts, seconds = [], []
             for sample in range(samples):
                 key = SessionKey("bench", "C1", f"size-{size}-{sample}")
-                session = await store.open_session(key, WORKFLOW.name, "Returns")
-                await store.append(session.id, filler)
+                session = await store.commit(
+                    Step(opens=NewSession(key, WORKFLOW.name, "Returns"), items=tuple(filler))
+                )
+                assert session is not None
                 for timings in (firsts, seconds):
                     started = time.perf_counter()
                     await service.handle(IncomingMessage("bench", "C1", key.thread, "one more"))

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.adapters.console import Console, new_thread_name
+from bot.adapters.console import Console, ConsolePlatform, new_thread_name
 from bot.engine.errors import WorkflowError
 from bot.engine.graph import mermaid
 from bot.engine.loader import load_workflow
@@ -18,7 +18,7 @@ from bot.models.select import describe, make_model, require_real_model
 from bot.runtime import open_service
 from bot.service.export import to_json, to_markdown
 from bot.settings import Settings, SettingsError, load_settings
-from bot.store import Session, SessionStore, StoreError, store_for
+from bot.store import Session, Store, StoreError, store_for
 
 
 class UsageError(Exception):
@@ -130,17 +130,18 @@ def _database(settings: Settings, given: str | None) -> str:
 
 async def _console(settings: Settings, args: argparse.Namespace) -> int:
     model = make_model(settings)
+    platform = ConsolePlatform(sys.stdout)
     async with open_service(
-        settings, workflow=args.workflow, database=args.database, model=model
+        settings, platform, workflow=args.workflow, database=args.database, model=model
     ) as service:
         print(
             f"Switchboard console: workflow {service.workflow.name}, {describe(model, settings)}."
         )
         console = Console(
             service,
+            platform,
             thread=args.thread or new_thread_name(),
             stdin=sys.stdin,
-            stdout=sys.stdout,
             prompt=sys.stdin.isatty(),
         )
         await console.run()
@@ -148,7 +149,7 @@ async def _console(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _discord(settings: Settings, shard_id: int | None, shard_count: int | None) -> int:
-    from bot.adapters.discord import DiscordConfig, serve
+    from bot.adapters.discord import DiscordConfig, SwitchboardClient, serve
 
     if (shard_id is None) != (shard_count is None):
         raise UsageError("give --shard-id and --shard-count together")
@@ -156,18 +157,20 @@ async def _discord(settings: Settings, shard_id: int | None, shard_count: int | 
         raise UsageError(f"--shard-id must be from 0 to {shard_count - 1}")
     config = DiscordConfig.from_settings(settings, shard_id=shard_id, shard_count=shard_count)
     require_real_model(settings, "discord")
-    async with open_service(settings) as service:
-        await serve(service, config)
+    client = SwitchboardClient(config)
+    async with open_service(settings, client) as service:
+        await serve(service, client)
     return 0
 
 
 async def _slack(settings: Settings) -> int:
-    from bot.adapters.slack import SlackConfig, serve
+    from bot.adapters.slack import SlackConfig, serve, slack_platform
 
     config = SlackConfig.from_settings(settings)
     require_real_model(settings, "slack")
-    async with open_service(settings) as service:
-        await serve(service, config)
+    platform = slack_platform(config)
+    async with open_service(settings, platform) as service:
+        await serve(service, platform, config)
     return 0
 
 
@@ -250,14 +253,14 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _find(store: SessionStore, wanted: str) -> Session:
+async def _find(store: Store, wanted: str) -> Session:
     if wanted.isdigit():
         session = await store.get_session(int(wanted))
         if session is not None:
             return session
-    session = await store.find_thread(wanted)
-    if session is not None:
-        return session
+    found = await store.find_thread(wanted)
+    if found:
+        return found[0]
     raise UsageError(
         f"no conversation {wanted!r}; give a session id or a thread name "
         "from `python -m bot sessions`"

@@ -13,8 +13,8 @@ import aiohttp
 from bot.engine.errors import WorkflowError
 from bot.engine.loader import load_workflow
 from bot.settings import Settings
-from bot.store.base import StoreError
-from bot.store.sqlite_ops import migrations
+from bot.store import StoreError, is_postgres, postgres_store
+from bot.store.sql import migrations
 
 TIMEOUT_S = 10.0
 
@@ -34,7 +34,7 @@ class Finding:
 async def diagnose(settings: Settings) -> list[Finding]:
     """Run every check that applies to this configuration."""
     database = settings.bot_database
-    if database.startswith(("postgresql://", "postgres://")):
+    if is_postgres(database):
         findings = [_workflow(settings), await _postgres(database)]
     else:
         findings = [_workflow(settings), _database(database)]
@@ -66,10 +66,9 @@ def _workflow(settings: Settings) -> Finding:
 
 async def _postgres(url: str) -> Finding:
     """Connect, and read the schema version and the backlog."""
-    from bot.store.postgres import PostgresStore
-    from bot.store.postgres_ops import migrations as pg_migrations
+    from bot.store.postgres import SCHEMA
 
-    store = PostgresStore(url)
+    store = postgres_store(url)
     try:
         await store.open()  # migrates, as the bot would at start-up
         version = await store.schema_version()
@@ -82,7 +81,7 @@ async def _postgres(url: str) -> Finding:
     return Finding(
         True,
         "database",
-        f"{store.path}: schema {version} of {pg_migrations()[-1][0]}, {unsent} undelivered "
+        f"{store.where}: schema {version} of {migrations(SCHEMA)[-1][0]}, {unsent} undelivered "
         f"posts, {cases} open cases",
     )
 
@@ -91,7 +90,9 @@ def _database(path: str) -> Finding:
     """Read-only: integrity, schema version, undelivered posts, open cases."""
     if not Path(path).exists():
         return Finding(True, "database", f"{path} does not exist yet; it is created on first run")
-    newest = migrations()[-1][0]
+    from bot.store.sqlite import SCHEMA
+
+    newest = migrations(SCHEMA)[-1][0]
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
             integrity = db.execute("PRAGMA integrity_check").fetchone()[0]

@@ -1,4 +1,4 @@
-"""Wiring from settings: the workflow, the model and the store behind one service."""
+"""Wiring from settings: the workflow, the model, the store and a platform behind one service."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from pathlib import Path
 from bot.engine.loader import load_workflow
 from bot.models.base import ChatModel
 from bot.models.select import close_model, make_model
-from bot.service import ConversationService, WindowBudget
-from bot.service.outbox import Deliver, OutboxWorker
+from bot.service import ConversationService, Platform, WindowBudget
 from bot.settings import Settings
 from bot.store import store_for
 
@@ -24,6 +23,7 @@ log = logging.getLogger(__name__)
 @asynccontextmanager
 async def open_service(
     settings: Settings,
+    platform: Platform | None = None,
     *,
     workflow: Path | None = None,
     database: str | None = None,
@@ -38,9 +38,11 @@ async def open_service(
                 loaded,
                 chosen,
                 store,
+                platform,
                 window=WindowBudget(settings.bot_window_items, settings.bot_window_tokens),
                 show_handoffs=settings.bot_show_handoffs,
                 max_message_chars=settings.bot_max_message_chars,
+                retry_delay=settings.bot_outbox_retry_s,
             )
     finally:
         await close_model(chosen)
@@ -56,19 +58,18 @@ def stop_signal() -> asyncio.Event:
 
 
 @asynccontextmanager
-async def outbox_worker(
-    service: ConversationService, deliver: Deliver, *, retry: float = 1.0, grace: float = 20.0
-) -> AsyncIterator[OutboxWorker]:
-    """Run the outbox worker while serving; on the way out, let running turns finish (at most
-    `grace` seconds) and make a last delivery pass. `retry` is the first backoff, doubling."""
-    worker = OutboxWorker(service, deliver, interval=min(retry, 1.0), backoff=retry)
-    task = asyncio.create_task(worker.run())
+async def serving(
+    service: ConversationService, *, retry: float = 1.0, grace: float = 20.0
+) -> AsyncIterator[None]:
+    """Deliver the outbox while serving; on the way out, let operations in flight finish (at
+    most `grace` seconds) and make a last delivery pass."""
+    task = asyncio.create_task(service.poster.run(interval=min(retry, 1.0)))
     try:
-        yield worker
+        yield
     finally:
         if not await service.drain(grace):
             log.warning("shutdown: turns still running after %.0fs; their steps are stored", grace)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await worker.run_once()
+        await service.poster.run_once()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import SQLiteStore
+from bot.store import Store, sqlite_store
 
 
 @pytest.fixture
@@ -16,6 +16,6 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
-    async with SQLiteStore(db_path) as opened:
+async def store(db_path: Path) -> AsyncIterator[Store]:
+    async with sqlite_store(db_path) as opened:
         yield opened

@@ -1,11 +1,14 @@
-"""Shared helpers for tests: a small shop workflow built in Python, and running one turn."""
+"""Shared helpers for tests: a small shop workflow in Python, one turn, and stored transcripts."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from bot.engine import Agent, Event, HandoffBuilder, Item, Persona, Runner, UserTurn, Workflow
 from bot.models import ChatModel
+from bot.store import Session, SessionKey, Step, Store
+from bot.store.values import EventId, ModelUsage, NewCase, NewSession, Status
 
 TRIAGE = Agent("Triage", "Route the customer.", "Greets and routes.", persona=Persona("Triage"))
 RETURNS = Agent("Returns", "Handle returns.", "Returns and refunds.", persona=Persona("Returns"))
@@ -48,3 +51,39 @@ async def run_turn(
 def kinds(events: Sequence[Event]) -> list[str]:
     """Event class names, to compare a turn's shape at a glance."""
     return [type(event).__name__ for event in events]
+
+
+async def open_session(
+    store: Store, key: SessionKey, workflow: str = "shop", agent: str = "Triage"
+) -> Session:
+    """A new open conversation in `key`."""
+    session = await store.commit(Step(opens=NewSession(key, workflow, agent)))
+    assert session is not None
+    return session
+
+
+async def append(
+    store: Store,
+    session_id: int,
+    items: Sequence[Item],
+    *,
+    active_agent: str | None = None,
+    status: Status | None = None,
+    event: tuple[str, str] | None = None,
+    usage: ModelUsage | None = None,
+    open_case: tuple[str, str | None] | None = None,
+    posts: Sequence[dict[str, Any]] = (),
+) -> Session | None:
+    """One `Step` written with keyword arguments, for tests that build transcripts by hand."""
+    return await store.commit(
+        Step(
+            session_id,
+            event=EventId(*event) if event else None,
+            items=tuple(items),
+            agent=active_agent,
+            status=status,
+            usage=usage,
+            case=NewCase(*open_case) if open_case else None,
+            posts=tuple(posts),
+        )
+    )

@@ -1,17 +1,22 @@
-"""The console adapter: a conversation in the terminal, one line per message."""
+"""The console adapter: a conversation in the terminal, one line per message.
+
+The person at the terminal is both the customer and a moderator: moderator commands become the
+same `Click`s a card's buttons send.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import time
-from typing import TextIO, cast
+from collections.abc import AsyncIterator
+from typing import TextIO
 
 from bot.engine.transcript import AgentReply, UserTurn
-from bot.service import ConversationService, IncomingMessage, Moderation, Post
-from bot.service.moderation import ACTIONS, Action
-from bot.store.base import SessionKey
+from bot.service import ACTIONS, CaseCard, Click, ConversationService, IncomingMessage, Post
+from bot.store.values import SessionKey
 
 PLATFORM = "console"
 CHANNEL = "local"
@@ -43,65 +48,90 @@ def render(post: Post) -> str:
     return f"{clean(post.persona.name)}: {clean(post.text)}"
 
 
+class ConsolePlatform:
+    """The terminal as a `Platform`: posts are printed; the one person there moderates."""
+
+    name = PLATFORM
+
+    def __init__(self, stdout: TextIO) -> None:
+        self._stdout = stdout
+
+    def say(self, line: str) -> None:
+        self.prompt(line + "\n")
+
+    def prompt(self, text: str) -> None:
+        self._stdout.write(text)
+        self._stdout.flush()
+
+    async def send(self, key: SessionKey, post: Post) -> str | None:
+        if post.kind != "working":
+            self.say(render(post))
+        return None
+
+    async def remove(self, key: SessionKey, ref: str) -> None:
+        return None
+
+    @contextlib.asynccontextmanager
+    async def working(self, key: SessionKey) -> AsyncIterator[None]:
+        yield
+
+    async def send_card(self, card: CaseCard, ref: str | None) -> str | None:
+        case = card.case
+        if ref is None:
+            reason = f": {case.reason}" if case.reason else ""
+            commands = ", ".join(f"/{action} {case.id}" for action in card.actions)
+            self.say(f"[moderators] {card.title} opened{reason} ({commands})")
+        return f"console-card-{case.id}"
+
+    async def is_moderator(self, click: Click) -> bool:
+        return True
+
+    async def tell(self, click: Click, text: str) -> None:
+        self.say(f"[moderators] {text}")
+
+
 class Console:
-    """Reads lines from `stdin`, sends them through the service, prints posts as they come."""
+    """Reads lines from `stdin`, sends them through the service, which prints its posts."""
 
     def __init__(
         self,
         service: ConversationService,
+        platform: ConsolePlatform,
         *,
         thread: str,
         stdin: TextIO,
-        stdout: TextIO,
         prompt: bool = False,
     ) -> None:
         self.service = service
-        self.moderation = Moderation(service)
+        self.platform = platform
         self.thread = thread
         self._stdin = stdin
-        self._stdout = stdout
         self._prompt = prompt
 
     @property
     def key(self) -> SessionKey:
         return SessionKey(PLATFORM, CHANNEL, self.thread)
 
-    def say(self, line: str) -> None:
-        self._stdout.write(line + "\n")
-        self._stdout.flush()
-
-    async def emit(self, post: Post) -> None:
-        self.say(render(post))
-
     async def run(self) -> None:
         """The read-answer loop, until /quit or end of input."""
         await self._greet()
         while True:
             if self._prompt:
-                self._stdout.write("you> ")
-                self._stdout.flush()
+                self.platform.prompt("you> ")
             line = await asyncio.to_thread(self._stdin.readline)
             if not line:
                 break
             text = line.strip()
             if not text:
                 continue
-            if text.startswith("/"):
-                if not await self._command(text):
-                    break
-                continue
-            result = await self.service.handle(
-                IncomingMessage(PLATFORM, CHANNEL, self.thread, text, author="you"),
-                emit=self.emit,
-            )
-            for case in result.cases:
-                card = await self.moderation.card(case)
-                reason = f": {case.reason}" if case.reason else ""
-                self.say(
-                    f"[moderators] {card.title} opened{reason} (/approve {case.id}, "
-                    f"/reject {case.id}, /takeover {case.id}, /close {case.id})"
-                )
-        self.say(f"Bye. Resume this conversation with: --thread {self.thread}")
+            if text.startswith("/") and not await self._command(text):
+                break
+            if not text.startswith("/"):
+                await self.service.handle(self._message(text))
+        self.platform.say(f"Bye. Resume this conversation with: --thread {self.thread}")
+
+    def _message(self, text: str) -> IncomingMessage:
+        return IncomingMessage(PLATFORM, CHANNEL, self.thread, text, author="you")
 
     async def _command(self, line: str) -> bool:
         command, *args = line.split(maxsplit=2)
@@ -110,73 +140,73 @@ class Console:
             return False
         if command in ("/cases", "/mod") or command.lstrip("/") in ACTIONS:
             await self._moderate(command, args)
-            return True
-        if command == "/end":
-            result = await self.service.end(self.key, by="you")
-            for post in result.posts:
-                await self.emit(post)
-            if result.ignored:
-                self.say("  ! There is no open conversation to end.")
+        elif command == "/end":
+            if not await self.service.owns(self.key):
+                self.platform.say("  ! There is no open conversation to end.")
+            else:
+                await self.service.handle(self._message("end"))
         elif command == "/new":
-            await self.service.end(self.key, by="you")
+            if await self.service.owns(self.key):
+                await self.service.handle(self._message("end"))
             self.thread = new_thread_name()
-            self.say(f"  ! New conversation in thread {self.thread}.")
+            self.platform.say(f"  ! New conversation in thread {self.thread}.")
         else:
-            self.say(HELP)
-            self.say(MODERATOR_HELP)
+            self.platform.say(HELP)
+            self.platform.say(MODERATOR_HELP)
         return True
 
     async def _moderate(self, command: str, args: list[str]) -> None:
         """The console's moderator commands: the one person at the terminal is both roles."""
+        say = self.platform.say
         if command == "/cases":
             cases = await self.service.store.cases(limit=20)
             for case in cases:
                 held = f", {case.moderator}" if case.moderator else ""
-                self.say(f"  #{case.id} {case.status}{held}: {case.key.thread} ({case.reason})")
+                say(f"  #{case.id} {case.status}{held}: {case.key.thread} ({case.reason})")
             if not cases:
-                self.say("  No cases.")
+                say("  No cases.")
             return
-        if not args or not args[0].isdigit():
-            self.say(MODERATOR_HELP)
+        if not args:
+            say(MODERATOR_HELP)
             return
-        case_id = int(args[0])
         if command == "/mod":
-            target = await self.service.store.get_case(case_id)
+            target = await self.service.store.get_case(int(args[0])) if args[0].isdigit() else None
             if target is None or len(args) < 2:
-                self.say(MODERATOR_HELP)
+                say(MODERATOR_HELP)
                 return
+            key = target.key
             await self.service.handle(
                 IncomingMessage(
-                    target.key.platform,
-                    target.key.channel,
-                    target.key.thread,
+                    key.platform,
+                    key.channel,
+                    key.thread,
                     args[1],
                     author=CONSOLE_MODERATOR,
                     mentioned=False,
                 )
             )
-            self.say(f"  [moderator → {target.key.thread}] {clean(args[1])}")
+            say(f"  [moderator → {key.thread}] {clean(args[1])}")
             return
-        action = cast(Action, command.lstrip("/"))
         agent = args[1] if len(args) > 1 else None
-        result = await self.moderation.act(case_id, action, CONSOLE_MODERATOR, agent=agent)
-        self.say(f"[moderators] {result.message}")
-        for post in result.posts:
-            await self.emit(post)
+        result = await self.service.click(
+            Click(args[0], command.lstrip("/"), CONSOLE_MODERATOR, agent=agent)
+        )
+        if result.ok:
+            say(f"[moderators] {result.message}")
 
     async def _greet(self) -> None:
         store = self.service.store
         session = await store.find_session(self.key)
         if session is None:
-            self.say(f"Thread {self.thread}. {HELP}")
+            self.platform.say(f"Thread {self.thread}. {HELP}")
             return
         state = "open" if session.status == "open" else "closed (type to start a new one)"
-        self.say(f"Resuming thread {self.thread}: {session.active_agent}, {state}.")
+        self.platform.say(f"Resuming thread {self.thread}: {session.active_agent}, {state}.")
         for entry in await store.recent(session.id, 6):
             item = entry.item
             if isinstance(item, UserTurn):
-                self.say(f"  you: {clean(item.text)}")
+                self.platform.say(f"  you: {clean(item.text)}")
             elif isinstance(item, AgentReply) and item.text:
                 persona = self.service.workflow.agents.get(item.agent)
                 name = persona.display.name if persona else item.agent
-                self.say(f"  {clean(name)}: {clean(item.text)}")
+                self.platform.say(f"  {clean(name)}: {clean(item.text)}")

@@ -1,4 +1,4 @@
-"""The Discord adapter: gateway messages in, webhook posts under the agent's persona out.
+"""The Discord adapter: gateway messages and clicks in; posts under agent personas out.
 
 A mention in a text channel opens a public thread on that message and the conversation lives
 there; later messages in a thread the store knows continue it without a mention. Replies go
@@ -9,30 +9,32 @@ Mentions are disabled on the client and on every send: model text can never ping
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import re
 import sys
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import discord
-import yarl
-from discord.gateway import DiscordWebSocket
 
-from bot.adapters.discord_cards import NO_MENTIONS, DiscordCards
+from bot.adapters import discord_rest as rest
+from bot.adapters.discord_cards import NO_MENTIONS, card_embed, card_view, is_moderator, to_click
 from bot.adapters.text import split_text
 from bot.engine.agents import Persona
-from bot.runtime import outbox_worker, stop_signal
-from bot.service import ConversationService, IncomingMessage, Moderation, Post
+from bot.runtime import serving, stop_signal
+from bot.service import CaseCard, Click, ConversationService, IncomingMessage, Post
 from bot.settings import Settings, SettingsError
-from bot.store.base import SessionKey, StoreError
+from bot.store.values import SessionKey
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 POST_LIMIT = 2000
 WEBHOOK_NAME = "Switchboard"
-END_WORDS = frozenset({"end", "/end", "end conversation", "close"})
 _FORBIDDEN_NAME = re.compile(r"discord|clyde", re.IGNORECASE)
 
 
@@ -70,13 +72,6 @@ class DiscordConfig:
             shard_count,
         )
 
-    def point_at_endpoints(self) -> None:
-        """Send REST and gateway traffic to the configured URLs (local servers, proxies)."""
-        if self.api_url:
-            discord.http.Route.BASE = self.api_url.rstrip("/")
-        if self.gateway_url:
-            DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)
-
 
 def display_name(persona: Persona) -> str:
     """A webhook username Discord accepts: no "discord", not "everyone"/"here", 1-80 chars."""
@@ -95,36 +90,60 @@ def thread_name(text: str) -> str:
 
 
 class SwitchboardClient(discord.Client):
-    """A discord.py client that hands messages to the service and posts its replies."""
+    """discord.py's client as the bot's `Platform`: events to the service, posts to Discord."""
 
-    def __init__(
-        self,
-        service: ConversationService,
-        *,
-        moderator_channel: int | None = None,
-        moderator_role: str | None = None,
-        **options: Any,
-    ) -> None:
+    name = PLATFORM
+
+    def __init__(self, config: DiscordConfig, **options: Any) -> None:
         # The bot uses no voice: skip discord.py's warnings about voice libraries.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()
         intents.message_content = True
+        if config.shard_count is not None:
+            options |= {"shard_id": config.shard_id, "shard_count": config.shard_count}
         super().__init__(intents=intents, allowed_mentions=NO_MENTIONS, **options)
-        self.service = service
+        self.http = rest.EndpointHTTP(
+            self.loop, api_url=config.api_url, gateway_url=config.gateway_url
+        )
+        self._connection.http = self.http
+        self.config = config
+        self.service: ConversationService | None = None
         self.accepting = True
-        self._webhooks: dict[int, discord.Webhook] = {}
-        self.cards = DiscordCards(self, Moderation(service), moderator_channel, moderator_role)
+        self._webhooks: dict[int, tuple[int, str]] = {}
+        self._webhook_locks: dict[int, asyncio.Lock] = {}
+        self._parents: OrderedDict[int, int | None] = OrderedDict()
+
+    def attach(self, service: ConversationService) -> None:
+        """The service the client hands messages and clicks to."""
+        self.service = service
 
     async def on_ready(self) -> None:
         log.info("discord: connected as %s", self.user)
         print(f"Discord: connected as {self.user}.", flush=True)
 
     async def on_message(self, message: discord.Message) -> None:
+        incoming = self._incoming(message)
+        if incoming is None or self.service is None or not self.accepting:
+            return
+        if isinstance(message.channel, discord.TextChannel):
+            try:
+                await message.create_thread(name=thread_name(incoming.text))
+            except discord.HTTPException as exc:  # e.g. a replayed message: the thread exists
+                log.warning("discord: no new thread on %s: %s", message.id, exc)
+        await self.service.handle(incoming)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Buttons on review cards: acknowledged at once, then acted on by the service."""
+        click = to_click(interaction)
+        if click is None or self.service is None:
+            return
+        await rest.defer_update(self.http, interaction.id, interaction.token)
+        await self.service.click(click)
+
+    def _incoming(self, message: discord.Message) -> IncomingMessage | None:
         me = self.user
         if me is None or message.author.bot or message.webhook_id or message.author.id == me.id:
-            return
-        if not self.accepting:
-            return
+            return None
         mentioned = any(user.id == me.id for user in message.mentions)
         channel = message.channel
         if isinstance(channel, discord.DMChannel):
@@ -134,8 +153,9 @@ class SwitchboardClient(discord.Client):
         elif isinstance(channel, discord.TextChannel) and mentioned:
             key_channel, thread_id, parent_id = str(channel.guild.id), message.id, channel.id
         else:
-            return
-        incoming = IncomingMessage(
+            return None
+        self._remember_parent(thread_id, parent_id)
+        return IncomingMessage(
             platform=PLATFORM,
             channel=key_channel,
             thread=str(thread_id),
@@ -144,108 +164,126 @@ class SwitchboardClient(discord.Client):
             author=str(message.author.id),
             mentioned=mentioned,
         )
-        if isinstance(channel, discord.TextChannel):
-            try:
-                await message.create_thread(name=thread_name(incoming.text))
-            except discord.HTTPException as exc:  # e.g. a replayed message: the thread exists
-                log.warning("discord: no new thread on %s: %s", message.id, exc)
-        poster = ThreadPoster(self, thread_id, parent_id)
-        if incoming.text.lower().strip(" .!") in END_WORDS and await self.service.owns(
-            incoming.key
-        ):
-            for post in (await self.service.end(incoming.key, by=f"user {incoming.author}")).posts:
-                await poster.post(post)
-            return
-        typing: list[asyncio.Task[None]] = []
 
-        async def on_start(persona: Persona) -> None:
-            # Only a real turn shows typing: not a duplicate, nor a thread the bot does not own.
-            typing.append(asyncio.create_task(self._keep_typing(thread_id)))
+    # The Platform the service posts through.
 
-        try:
-            result = await self.service.handle(incoming, emit=poster.post, on_start=on_start)
-        except StoreError as exc:
-            log.error("discord: store failed for %s: %s", incoming.key, exc)
-            await poster.post(self.service.unavailable())
-            return
-        finally:
-            for task in typing:
-                task.cancel()
-        for case in result.cases:
-            await self.cards.post(case)
-
-    async def _keep_typing(self, thread_id: int) -> None:
-        """Show "typing" in the thread until cancelled (discord.py renews it every few seconds)."""
-        async with self.get_partial_messageable(thread_id).typing():
-            await asyncio.Event().wait()
-
-    async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """Buttons on review cards; every other interaction is not ours."""
-        await self.cards.on_interaction(interaction)
-
-    async def poster_for(self, key_channel: str, thread: str) -> ThreadPoster:
-        """A poster for a stored conversation's thread (or DM)."""
-        if key_channel == "dm":
-            return ThreadPoster(self, int(thread), None)
-        channel = self.get_channel(int(thread)) or await self.fetch_channel(int(thread))
-        parent = getattr(channel, "parent_id", None)
-        return ThreadPoster(self, int(thread), parent)
-
-    async def webhook_for(self, channel_id: int) -> discord.Webhook:
-        """The channel's Switchboard webhook, found or created once, then reused."""
-        if channel_id in self._webhooks:
-            return self._webhooks[channel_id]
-        channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
-        if not isinstance(channel, discord.TextChannel):
-            raise SettingsError(f"channel {channel_id} cannot hold webhooks")
-        mine = [
-            hook
-            for hook in await channel.webhooks()
-            if hook.name == WEBHOOK_NAME and hook.user is not None and hook.user == self.user
-        ]
-        hook = mine[0] if mine else await channel.create_webhook(name=WEBHOOK_NAME)
-        self._webhooks[channel_id] = hook
-        return hook
-
-
-class ThreadPoster:
-    """Posts into one thread (or DM) under agent personas."""
-
-    def __init__(self, client: SwitchboardClient, thread_id: int, parent_id: int | None):
-        self.client = client
-        self.thread_id = thread_id
-        self.parent_id = parent_id
-
-    async def post(self, post: Post) -> None:
+    async def send(self, key: SessionKey, post: Post) -> str | None:
+        """Post a reply, handoff line or notice into the thread under the post's persona."""
+        if post.kind == "working":
+            return None  # "typing" shows that instead
         text = post.text
         if post.kind == "handoff":
             text = f"-# ↪ {text}"
         elif post.kind == "notice":
             text = f"*{text}*"
-        if self.parent_id is None and post.kind != "handoff":
+        thread = int(key.thread)
+        parent = None if key.channel == "dm" else await self._parent(thread)
+        if parent is None and post.kind != "handoff":
             text = f"**{display_name(post.persona)}**: {text}"  # a DM has no webhook personas
+        first: str | None = None
         for chunk in split_text(text, POST_LIMIT):
-            await self._send(chunk, post.persona)
+            sent = await self._send(thread, parent, chunk, post.persona)
+            first = first or sent
+        return first
 
-    async def _send(self, text: str, persona: Persona) -> None:
-        if self.parent_id is None:
-            channel = self.client.get_partial_messageable(self.thread_id)
-            await channel.send(text, allowed_mentions=NO_MENTIONS)
-            return
-        hook = await self.client.webhook_for(self.parent_id)
-        await hook.send(
-            text,
-            username=display_name(persona),
-            avatar_url=persona.avatar_url or discord.utils.MISSING,
-            thread=discord.Object(id=self.thread_id),
-            wait=True,
-            allowed_mentions=NO_MENTIONS,
+    async def remove(self, key: SessionKey, ref: str) -> None:
+        return None  # Discord shows "typing", never a placeholder message
+
+    @contextlib.asynccontextmanager
+    async def working(self, key: SessionKey) -> AsyncIterator[None]:
+        """Show "typing" in the thread until the turn ends (discord.py renews it)."""
+        typing = asyncio.create_task(self._keep_typing(int(key.thread)))
+        try:
+            yield
+        finally:
+            typing.cancel()
+
+    async def send_card(self, card: CaseCard, ref: str | None) -> str | None:
+        """Post the case's card in the moderators' channel, or edit it in place."""
+        channel_id = self.config.moderator_channel
+        if channel_id is None:
+            log.warning("case #%d: no DISCORD_MODERATOR_CHANNEL for its card", card.case.id)
+            return None
+        embed, view = card_embed(card), card_view(card)
+        if ref is not None:
+            where = json.loads(ref)
+            message = self.get_partial_messageable(where["channel"]).get_partial_message(
+                where["message"]
+            )
+            await message.edit(embed=embed, view=view)
+            return ref
+        channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+        sent = await cast(discord.TextChannel, channel).send(
+            embed=embed, view=view, allowed_mentions=NO_MENTIONS
         )
+        return json.dumps({"channel": channel_id, "message": sent.id})
+
+    async def is_moderator(self, click: Click) -> bool:
+        interaction = cast(discord.Interaction, click.context)
+        return is_moderator(interaction, self.config.moderator_role)
+
+    async def tell(self, click: Click, text: str) -> None:
+        interaction = cast(discord.Interaction, click.context)
+        await rest.follow_up(self.http, interaction.application_id, interaction.token, text)
+
+    async def _send(self, thread: int, parent: int | None, text: str, persona: Persona) -> str:
+        if parent is None:
+            channel = self.get_partial_messageable(thread)
+            message = await channel.send(text, allowed_mentions=NO_MENTIONS)
+            return str(message.id)
+        payload: dict[str, Any] = {
+            "content": text,
+            "username": display_name(persona),
+            "allowed_mentions": rest.NO_MENTIONS_JSON,
+        }
+        if persona.avatar_url:
+            payload["avatar_url"] = persona.avatar_url
+        created = await rest.execute_webhook(
+            self.http, await self._webhook(parent), thread, payload
+        )
+        return str(created["id"])
+
+    async def _keep_typing(self, thread_id: int) -> None:
+        async with self.get_partial_messageable(thread_id).typing():
+            await asyncio.Event().wait()
+
+    def _remember_parent(self, thread: int, parent: int | None) -> None:
+        self._parents[thread] = parent
+        self._parents.move_to_end(thread)
+        while len(self._parents) > 10_000:
+            self._parents.popitem(last=False)
+
+    async def _parent(self, thread: int) -> int | None:
+        """The text channel a thread belongs to (webhooks live there)."""
+        if thread not in self._parents:
+            channel = self.get_channel(thread) or await self.fetch_channel(thread)
+            self._remember_parent(thread, getattr(channel, "parent_id", None))
+        return self._parents[thread]
+
+    async def _webhook(self, channel_id: int) -> tuple[int, str]:
+        """The channel's Switchboard webhook (id, token): found or created once, then reused."""
+        lock = self._webhook_locks.setdefault(channel_id, asyncio.Lock())
+        async with lock:
+            if channel_id not in self._webhooks:
+                channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+                if not isinstance(channel, discord.TextChannel):
+                    raise SettingsError(f"channel {channel_id} cannot hold webhooks")
+                mine = [
+                    hook
+                    for hook in await channel.webhooks()
+                    if hook.name == WEBHOOK_NAME
+                    and hook.user is not None
+                    and hook.user == self.user
+                ]
+                hook = mine[0] if mine else await channel.create_webhook(name=WEBHOOK_NAME)
+                assert hook.token is not None
+                self._webhooks[channel_id] = (hook.id, hook.token)
+        return self._webhooks[channel_id]
 
 
-async def serve(service: ConversationService, config: DiscordConfig) -> None:
+async def serve(service: ConversationService, client: SwitchboardClient) -> None:
     """Log in and take gateway events until cancelled; translate start-up failures."""
-    config.point_at_endpoints()
+    config = client.config
     if config.moderator_channel is None and any(a.review for a in service.workflow.agents.values()):
         print(
             "warning: DISCORD_MODERATOR_CHANNEL is not set: escalations still open cases "
@@ -253,25 +291,13 @@ async def serve(service: ConversationService, config: DiscordConfig) -> None:
             file=sys.stderr,
             flush=True,
         )
-    shards = {}
-    if config.shard_count is not None:
-        shards = {"shard_id": config.shard_id, "shard_count": config.shard_count}
-    client = SwitchboardClient(
-        service,
-        moderator_channel=config.moderator_channel,
-        moderator_role=config.moderator_role,
-        **shards,
-    )
-
-    async def deliver(key: SessionKey, post: Post) -> None:
-        await (await client.poster_for(key.channel, key.thread)).post(post)
-
+    client.attach(service)
     stop = stop_signal()
     try:
         async with client:
             running = asyncio.create_task(client.start(config.token))
             stopping = asyncio.create_task(stop.wait())
-            async with outbox_worker(service, deliver, retry=config.outbox_retry):
+            async with serving(service, retry=config.outbox_retry):
                 await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 client.accepting = False  # new messages are dropped from here on
             stopping.cancel()

@@ -1,30 +1,16 @@
-"""Review cards in the Discord moderators' channel, and the clicks on their buttons.
-
-Rights are checked on the server for every click: the clicker must hold DISCORD_MODERATOR_ROLE
-(by id or name) or Manage Threads. Anyone else gets an ephemeral refusal and nothing changes.
-"""
+"""Review cards in the Discord moderators' channel: how a card looks, and what a click means."""
 
 from __future__ import annotations
 
-import json
-import logging
 import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import discord
 
-from bot.service import CaseCard, Moderation
-from bot.service.moderation import Action
-from bot.store.base import Case
-
-if TYPE_CHECKING:
-    from bot.adapters.discord import SwitchboardClient
-
-log = logging.getLogger(__name__)
+from bot.service import CaseCard, Click
 
 NO_MENTIONS = discord.AllowedMentions.none()
-REFUSAL = "Only moderators can act on review cases."
-_CLICK = re.compile(r"^switchboard:case:(approve|reject|takeover|handback|close):(\d+)$")
+_CLICK = re.compile(r"^switchboard:case:([a-z]+):(\S{1,20})$")
 _BUTTONS: dict[str, tuple[str, discord.ButtonStyle]] = {
     "approve": ("Approve", discord.ButtonStyle.success),
     "reject": ("Reject", discord.ButtonStyle.danger),
@@ -34,12 +20,15 @@ _BUTTONS: dict[str, tuple[str, discord.ButtonStyle]] = {
 }
 
 
-def card_embed(card: CaseCard, link: str | None) -> discord.Embed:
+def card_embed(card: CaseCard) -> discord.Embed:
     """The card: title, reason, link to the thread, last action, and an excerpt."""
     case = card.case
     lines = [f"Reason: {case.reason}" if case.reason else "No reason given."]
-    if link:
-        lines.append(f"[Open the conversation]({link})")
+    if case.key.channel != "dm":
+        lines.append(
+            f"[Open the conversation](https://discord.com/channels/{case.key.channel}/"
+            f"{case.key.thread})"
+        )
     if case.moderator:
         lines.append(f"Last action by <@{case.moderator}>")
     embed = discord.Embed(title=card.title, description="\n".join(lines))
@@ -48,93 +37,33 @@ def card_embed(card: CaseCard, link: str | None) -> discord.Embed:
     return embed
 
 
-def card_view(case: Case, taken_over: bool) -> discord.ui.View:
-    """The buttons still useful for the case (none once it is closed)."""
+def card_view(card: CaseCard) -> discord.ui.View:
+    """The buttons still useful for the case."""
     view = discord.ui.View(timeout=None)
-    if case.status != "closed":
-        actions = ["approve", "reject"] if case.status == "open" else []
-        actions += ["handback" if taken_over else "takeover", "close"]
-        for action in actions:
-            label, style = _BUTTONS[action]
-            view.add_item(
-                discord.ui.Button(
-                    label=label, style=style, custom_id=f"switchboard:case:{action}:{case.id}"
-                )
+    for action in card.actions:
+        label, style = _BUTTONS[action]
+        view.add_item(
+            discord.ui.Button(
+                label=label, style=style, custom_id=f"switchboard:case:{action}:{card.case.id}"
             )
+        )
     return view
 
 
-class DiscordCards:
-    """Posts cards for new cases and applies moderators' clicks."""
-
-    def __init__(
-        self,
-        client: SwitchboardClient,
-        moderation: Moderation,
-        channel_id: int | None,
-        role: str | None,
-    ) -> None:
-        self.client = client
-        self.moderation = moderation
-        self.channel_id = channel_id
-        self.role = role
-
-    async def post(self, case: Case) -> None:
-        """Post the card of a newly opened case in the moderators' channel."""
-        if self.channel_id is None:
-            log.warning("case #%d opened, but no DISCORD_MODERATOR_CHANNEL to post it in", case.id)
-            return
-        channel = self.client.get_channel(self.channel_id) or await self.client.fetch_channel(
-            self.channel_id
-        )
-        card = await self.moderation.card(case)
-        message = await cast(discord.TextChannel, channel).send(
-            embed=card_embed(card, _link(case)),
-            view=card_view(case, taken_over=False),
-            allowed_mentions=NO_MENTIONS,
-        )
-        reference = json.dumps({"channel": self.channel_id, "message": message.id})
-        await self.moderation.store.set_case_card(case.id, reference)
-
-    async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """A button on a card: check rights, act, update the card, announce in the thread."""
-        if interaction.type is not discord.InteractionType.component or interaction.data is None:
-            return
-        match = _CLICK.match(str(cast(dict[str, Any], interaction.data).get("custom_id", "")))
-        if match is None:
-            return
-        action, case_id = cast(Action, match.group(1)), int(match.group(2))
-        clicker = str(interaction.user.id)
-        if not self.is_moderator(interaction):
-            log.warning("refused %s on case %d by non-moderator %s", action, case_id, clicker)
-            await interaction.response.send_message(REFUSAL, ephemeral=True)
-            return
-        result = await self.moderation.act(case_id, action, clicker)
-        if not result.ok or result.case is None:
-            await interaction.response.send_message(result.message, ephemeral=True)
-            return
-        case = result.case
-        session = await self.moderation.store.get_session(case.session_id)
-        taken_over = session is not None and session.taken_over_by is not None
-        card = await self.moderation.card(case)
-        await interaction.response.edit_message(
-            embed=card_embed(card, _link(case)), view=card_view(case, taken_over)
-        )
-        poster = await self.client.poster_for(case.key.channel, case.key.thread)
-        for post in result.posts:
-            await poster.post(post)
-
-    def is_moderator(self, interaction: discord.Interaction) -> bool:
-        """Holds the moderator role (by id or name), or may manage threads here."""
-        if interaction.permissions.manage_threads:
-            return True
-        roles = getattr(interaction.user, "roles", [])
-        return self.role is not None and any(
-            self.role in (str(role.id), role.name) for role in roles
-        )
-
-
-def _link(case: Case) -> str | None:
-    if case.key.channel == "dm":
+def to_click(interaction: discord.Interaction) -> Click | None:
+    """A button on one of our cards as a `Click`; None for any other interaction."""
+    if interaction.type is not discord.InteractionType.component or interaction.data is None:
         return None
-    return f"https://discord.com/channels/{case.key.channel}/{case.key.thread}"
+    data: dict[str, Any] = dict(interaction.data)
+    match = _CLICK.match(str(data.get("custom_id", "")))
+    if match is None:
+        return None
+    return Click(match.group(2), match.group(1), str(interaction.user.id), interaction)
+
+
+def is_moderator(interaction: discord.Interaction, role: str | None) -> bool:
+    """Holds the moderator role (by id or name), or may manage threads here."""
+    if interaction.permissions.manage_threads:
+        return True
+    roles = getattr(interaction.user, "roles", [])
+    return role is not None and any(role in (str(r.id), r.name) for r in roles)

@@ -1,4 +1,4 @@
-"""The Slack adapter: Slack events in, posts under the agent's persona out, nothing more.
+"""The Slack adapter: Slack events in as messages and clicks; `SlackPlatform` posts out.
 
 A mention starts a conversation in a thread on that message (or in the thread it was posted
 in); later messages in a thread the store knows continue it without a mention. One mention
@@ -22,17 +22,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.slack_cards import SlackCards
-from bot.adapters.slack_thread import DM_THREAD, SlackThread
-from bot.runtime import outbox_worker, stop_signal
-from bot.service import ConversationService, IncomingMessage, Moderation, Post
+from bot.adapters.slack_platform import DM_THREAD, PLATFORM, SlackPlatform
+from bot.runtime import serving, stop_signal
+from bot.service import Click, ConversationService, IncomingMessage
 from bot.settings import Settings, SettingsError
-from bot.store.base import SessionKey, StoreError
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "slack"
-END_WORDS = frozenset({"end", "/end", "end conversation", "close"})
 # Message subtypes that are still a person writing: plain, with files, or also sent to channel.
 USER_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 _MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
@@ -155,11 +151,12 @@ def web_client(config: SlackConfig) -> AsyncWebClient:
     return client
 
 
-def build_app(service: ConversationService, config: SlackConfig) -> AsyncApp:
-    """A Bolt app whose listeners hand messages to the service and post what it returns."""
-    client = web_client(config)
+def build_app(
+    service: ConversationService, platform: SlackPlatform, config: SlackConfig
+) -> AsyncApp:
+    """A Bolt app whose listeners only translate: events to messages, clicks to `Click`s."""
     app = AsyncApp(
-        client=client,
+        client=platform.client,
         signing_secret=config.signing_secret or "",
         request_verification_enabled=config.signing_secret is not None,
         logger=_bolt_logger(),
@@ -167,35 +164,33 @@ def build_app(service: ConversationService, config: SlackConfig) -> AsyncApp:
 
     async def on_message(event: dict[str, Any], context: Any) -> None:
         incoming = to_incoming(event, context.get("bot_user_id"))
-        if incoming is None:
-            return
-        thread = SlackThread(client, incoming.channel, incoming.thread)
-        try:
-            if incoming.text.lower().strip(" .!") in END_WORDS and await service.owns(incoming.key):
-                ended = await service.end(incoming.key, by=f"user {incoming.author}")
-                for post in ended.posts:
-                    await thread.post(post)
-                return
-            result = await service.handle(incoming, emit=thread.post, on_start=thread.working)
-        except StoreError as exc:
-            log.error("slack: store failed for %s: %s", incoming.key, exc)
-            await thread.post(service.unavailable())
-            return
-        finally:
-            await thread.finish()
-        for case in result.cases:
-            await cards.post(case)
+        if incoming is not None:
+            await service.handle(incoming)
 
-    cards = SlackCards(client, Moderation(service), config)
+    async def on_click(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        click = body["actions"][0]
+        action = str(click.get("action_id", "")).removeprefix("case_")
+        await service.click(Click(str(click.get("value", "")), action, body["user"]["id"], body))
+
     app.event("app_mention")(on_message)
     app.event("message")(on_message)
-    app.action(re.compile(r"^case_(approve|reject|takeover|handback|close)$"))(cards.on_click)
+    app.action(re.compile(r"^case_(approve|reject|takeover|handback|close)$"))(on_click)
     return app
 
 
-async def serve(service: ConversationService, config: SlackConfig) -> None:
+def slack_platform(config: SlackConfig) -> SlackPlatform:
+    """The platform the service posts through, on the configured Web API."""
+    return SlackPlatform(
+        web_client(config),
+        moderator_channel=config.moderator_channel,
+        moderator_ids=config.moderator_ids,
+    )
+
+
+async def serve(service: ConversationService, platform: SlackPlatform, config: SlackConfig) -> None:
     """Check the token, then take events over Socket Mode or HTTP until cancelled."""
-    app = build_app(service, config)
+    app = build_app(service, platform, config)
     try:
         identity = await app.client.auth_test()
     except SlackApiError as exc:
@@ -216,12 +211,8 @@ async def serve(service: ConversationService, config: SlackConfig) -> None:
             file=sys.stderr,
             flush=True,
         )
-
-    async def deliver(key: SessionKey, post: Post) -> None:
-        await SlackThread(app.client, key.channel, key.thread).post(post)
-
     stop = stop_signal()
-    async with outbox_worker(service, deliver, retry=config.outbox_retry):
+    async with serving(service, retry=config.outbox_retry):
         if config.app_token:
             handler = AsyncSocketModeHandler(app, config.app_token)
             await handler.connect_async()  # type: ignore[no-untyped-call]

@@ -15,7 +15,6 @@ from bot.models.base import (
     Usage,
 )
 from bot.models.offline import OfflineModel
-from bot.models.scripted import ScriptedModel, ScriptExhausted
 
 __all__ = [
     "ChatMessage",
@@ -24,8 +23,6 @@ __all__ = [
     "ModelReply",
     "ModelRequest",
     "OfflineModel",
-    "ScriptExhausted",
-    "ScriptedModel",
     "ToolCall",
     "ToolSpec",
     "Usage",

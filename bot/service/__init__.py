@@ -1,16 +1,23 @@
-"""The conversation service: the one entry point adapters call."""
+"""The conversation service: the one entry point adapters call, and the platform they implement."""
 
-from bot.service.conversation import ConversationService, WindowBudget
+from bot.service.conversation import ConversationService, is_end_command
 from bot.service.messages import IncomingMessage, Post, TurnResult
-from bot.service.moderation import ActionResult, CaseCard, Moderation
+from bot.service.moderation import ACTIONS, Action, ActionResult, CaseCard, Moderation
+from bot.service.platform import Click, Platform
+from bot.service.window import WindowBudget
 
 __all__ = [
+    "ACTIONS",
+    "Action",
     "ActionResult",
     "CaseCard",
+    "Click",
     "ConversationService",
     "IncomingMessage",
     "Moderation",
+    "Platform",
     "Post",
     "TurnResult",
     "WindowBudget",
+    "is_end_command",
 ]

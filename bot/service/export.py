@@ -17,7 +17,7 @@ from bot.engine.transcript import (
     UserTurn,
     item_to_dict,
 )
-from bot.store.base import Entry, ModelCallRecord, Session
+from bot.store.values import Entry, ModelCallRecord, Session
 
 
 def _when(at: float) -> str:

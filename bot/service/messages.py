@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bot.engine.agents import Persona
-from bot.store.base import Case, Session, SessionKey
+from bot.store.values import Case, Session, SessionKey
 
-PostKind = Literal["reply", "handoff", "notice"]
+PostKind = Literal["reply", "handoff", "notice", "working"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +76,4 @@ class TurnResult:
     ignored: bool = False
     taken_over: bool = False
     cases: tuple[Case, ...] = ()
+    failed: bool = False  # the store failed; the user was told so directly

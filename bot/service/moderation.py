@@ -1,21 +1,23 @@
 """Moderator actions on review cases: approve, reject, take over, hand back, close.
 
-Who may act is the adapter's question (platform rights, checked for every click); what an
-action does is decided here, inside the thread's lane so it never interleaves with a turn, and
-applied by the store in one transaction that refuses a stale action.
+What an action does, which actions a card offers, and what moderators are shown are decided
+here, once for every platform. An action runs inside the thread's lane (it never interleaves
+with a turn) and is applied by the store in one transaction that refuses a stale action.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from bot.engine.agents import Persona
 from bot.engine.transcript import AgentReply, Item, ModeratorMessage, Notice, UserTurn
-from bot.service.conversation import ConversationService
+from bot.engine.workflow import Workflow
+from bot.service.lanes import Lanes
 from bot.service.messages import Post
-from bot.store.base import Case, CaseStatus, Status
+from bot.store.protocols import Cases, Conversations, Leases
+from bot.store.values import Case, CaseStatus, Decision, Holder, Status
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,10 @@ Action = Literal["approve", "reject", "takeover", "handback", "close"]
 ACTIONS: tuple[Action, ...] = ("approve", "reject", "takeover", "handback", "close")
 MODERATOR = Persona("Moderator", emoji=":shield:")
 _LIVE: tuple[CaseStatus, ...] = ("open", "approved", "rejected")
+
+
+class ModerationStore(Conversations, Cases, Leases, Protocol):
+    """The parts of the store moderation uses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,25 +43,36 @@ class ActionResult:
 
 @dataclass(frozen=True, slots=True)
 class CaseCard:
-    """What moderators are shown about a case, platform-neutral."""
+    """What moderators are shown about a case, platform-neutral, with the buttons still useful."""
 
     case: Case
     excerpt: tuple[str, ...]
+    actions: tuple[Action, ...]
 
     @property
     def title(self) -> str:
         return f"Case #{self.case.id}: {self.case.agent} review ({self.case.status})"
 
 
-class Moderation:
-    """Applies moderator actions to cases of one service's conversations."""
+def available(case: Case, taken_over: bool) -> tuple[Action, ...]:
+    """The actions a card offers: none once closed; approve and reject only while open."""
+    if case.status == "closed":
+        return ()
+    decide: tuple[Action, ...] = ("approve", "reject") if case.status == "open" else ()
+    return (*decide, "handback" if taken_over else "takeover", "close")
 
-    def __init__(self, service: ConversationService) -> None:
-        self.service = service
-        self.store = service.store
+
+class Moderation:
+    """Applies moderator actions to the cases of one workflow's conversations."""
+
+    def __init__(self, workflow: Workflow, store: ModerationStore, lanes: Lanes) -> None:
+        self.workflow = workflow
+        self.store = store
+        self.lanes = lanes
 
     async def card(self, case: Case, lines: int = 6) -> CaseCard:
         """The case with a short excerpt of the conversation's visible messages."""
+        session = await self.store.get_session(case.session_id)
         excerpt: list[str] = []
         for entry in await self.store.recent(case.session_id, 40):
             item = entry.item
@@ -65,7 +82,9 @@ class Moderation:
                 excerpt.append(f"{item.agent}: {item.text}")
             elif isinstance(item, ModeratorMessage):
                 excerpt.append(f"moderator: {item.text}")
-        return CaseCard(case, tuple(_clip(line) for line in excerpt[-lines:]))
+        taken_over = session is not None and session.taken_over_by is not None
+        lines_kept = tuple(_clip(line) for line in excerpt[-lines:])
+        return CaseCard(case, lines_kept, available(case, taken_over))
 
     async def act(
         self, case_id: int, action: Action, moderator: str, *, agent: str | None = None
@@ -74,27 +93,29 @@ class Moderation:
         case = await self.store.get_case(case_id)
         if case is None:
             return ActionResult(False, f"There is no case #{case_id}.")
-        async with self.service.lanes.hold(case.key), self.store.thread_lock(case.key):
+        async with self.lanes.hold(case.key), self.store.thread_lock(case.key):
             session = await self.store.get_session(case.session_id)
-            assert session is not None
-            change = self._plan(case, action, moderator, session.taken_over_by, agent)
+            holder = session.taken_over_by if session is not None else None
+            change = self._plan(case, action, moderator, holder, agent)
             if isinstance(change, str):
                 return ActionResult(False, change, case)
-            done = await self.store.moderate(
-                case.id,
-                action,
-                moderator,
-                expect=change.expect,
-                status=change.status,
-                taken_over_by=change.holder,
-                items=change.items,
-                active_agent=change.active,
-                session_status=change.session_status,
+            done = await self.store.decide(
+                Decision(
+                    case.id,
+                    action,
+                    moderator,
+                    change.expect,
+                    change.status,
+                    change.holder,
+                    change.items,
+                    change.active,
+                    change.session_status,
+                )
             )
         if done is None:
             fresh = await self.store.get_case(case.id)
             return ActionResult(False, _stale(fresh or case), fresh)
-        log.warning("case #%d: %s by %s", case.id, action, moderator)
+        log.info("case #%d: %s by %s", case.id, action, moderator)
         post = Post("notice", change.announce, MODERATOR, None)
         return ActionResult(True, f"Case #{case.id}: {change.announce}", done, (post,))
 
@@ -119,18 +140,18 @@ class Moderation:
                 return _Change(
                     "A moderator has joined this conversation; the assistant will stay quiet "
                     "until they hand it back.",
-                    holder=moderator,
+                    holder=Holder(moderator),
                     items=(Notice(f"{moderator} took over."),),
                 )
             case "handback":
                 if holder is None:
                     return f"Case #{case.id} is not taken over."
                 target = agent or case.agent
-                if target not in self.service.workflow.agents:
+                if target not in self.workflow.agents:
                     return f"There is no agent named {target!r}."
                 return _Change(
                     f"The moderator handed the conversation back to {target}.",
-                    holder=None,
+                    holder=Holder(None),
                     items=(Notice(f"{moderator} handed back to {target}."),),
                     active=target,
                 )
@@ -138,7 +159,7 @@ class Moderation:
                 return _Change(
                     "A moderator closed this conversation.",
                     status="closed",
-                    holder=None,
+                    holder=Holder(None),
                     items=(Notice(f"Closed by moderator {moderator}."),),
                     session_status="closed",
                 )
@@ -152,7 +173,7 @@ class _Change:
     announce: str
     expect: tuple[CaseStatus, ...] = _LIVE
     status: CaseStatus | None = None
-    holder: str | Literal[False] | None = False
+    holder: Holder | None = None
     items: tuple[Item, ...] = ()
     active: str | None = None
     session_status: Status | None = None

@@ -11,7 +11,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bot.engine.transcript import Item, estimate_tokens
-from bot.store.base import Entry
+from bot.store.values import Entry
+
+
+@dataclass(frozen=True, slots=True)
+class WindowBudget:
+    """How much history a turn loads: at most `items` entries, about `tokens` tokens."""
+
+    items: int = 200
+    tokens: int = 6000
+    cached_sessions: int = 1024
 
 
 @dataclass(slots=True)

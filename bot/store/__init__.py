@@ -1,46 +1,51 @@
-"""Durable conversations: the `SessionStore` protocol and its SQLite implementation."""
+"""Durable conversations: small protocols by concern, one `Store`, a driver per backend."""
 
-from bot.store.base import (
-    Case,
-    CaseAction,
-    CaseStatus,
-    Entry,
-    ModelCallRecord,
-    ModelUsage,
-    Outgoing,
-    Received,
-    Session,
-    SessionKey,
-    SessionStore,
-    Status,
-    StoreError,
-)
-from bot.store.sqlite import SQLiteStore
+from pathlib import Path
+
+from bot.store.protocols import Cases, Conversations, Events, History, Leases, Outbox, SessionStore
+from bot.store.sqlite import SQLiteDriver
+from bot.store.store import Store
+from bot.store.values import Case, Session, SessionKey, Step, StoreError
 
 
-def store_for(database: str) -> SessionStore:
-    """`PostgresStore` for a `postgresql://` URL (several processes), else a SQLite file."""
-    if database.startswith(("postgresql://", "postgres://")):
-        from bot.store.postgres import PostgresStore  # imports asyncpg only when chosen
+def sqlite_store(path: str | Path, *, busy_timeout_ms: int = 5000) -> Store:
+    """The embedded default: one SQLite file."""
+    return Store(SQLiteDriver(path, busy_timeout_ms=busy_timeout_ms))
 
-        return PostgresStore(database)
-    return SQLiteStore(database)
+
+def postgres_store(dsn: str, *, schema: str | None = None, max_size: int = 20) -> Store:
+    """A PostgreSQL database shared by several processes (imports asyncpg only when chosen)."""
+    from bot.store.postgres import PostgresDriver
+
+    return Store(PostgresDriver(dsn, schema=schema, max_size=max_size))
+
+
+def is_postgres(database: str) -> bool:
+    """Whether `BOT_DATABASE` names a PostgreSQL server rather than a SQLite file."""
+    return database.startswith(("postgresql://", "postgres://"))
+
+
+def store_for(database: str) -> Store:
+    """PostgreSQL for a `postgresql://` URL (several processes), else a SQLite file."""
+    return postgres_store(database) if is_postgres(database) else sqlite_store(database)
 
 
 __all__ = [
     "Case",
-    "CaseAction",
-    "CaseStatus",
-    "Entry",
-    "ModelCallRecord",
-    "ModelUsage",
-    "Outgoing",
-    "Received",
-    "SQLiteStore",
+    "Cases",
+    "Conversations",
+    "Events",
+    "History",
+    "Leases",
+    "Outbox",
     "Session",
     "SessionKey",
     "SessionStore",
-    "Status",
+    "Step",
+    "Store",
     "StoreError",
+    "is_postgres",
+    "postgres_store",
+    "sqlite_store",
     "store_for",
 ]

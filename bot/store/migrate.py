@@ -6,9 +6,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from bot.store.base import StoreError
-from bot.store.postgres import PostgresStore
-from bot.store.sqlite import SQLiteStore
+from bot.store.postgres import PostgresDriver
+from bot.store.values import StoreError
 
 # Tables in dependency order, with the columns both schemas share; json columns become jsonb.
 TABLES: tuple[tuple[str, tuple[str, ...], frozenset[str]], ...] = (
@@ -77,17 +76,20 @@ async def migrate(source: str | Path, target: str) -> dict[str, int]:
     """Copy all rows; the target must hold no conversations yet. Returns rows copied per table."""
     if not await asyncio.to_thread(Path(source).is_file):
         raise StoreError(f"no SQLite database at {source}")
-    async with SQLiteStore(source):  # bring the file to the newest schema first
+
+    from bot.store import sqlite_store
+
+    async with sqlite_store(source):  # bring the file to the newest schema first
         pass
     rows = await asyncio.to_thread(_read, str(source))
     copied: dict[str, int] = {}
-    store = PostgresStore(target)
+    store = PostgresDriver(target)
     await store.open()
     try:
         async with store.transaction() as conn:
             if await conn.fetchval("SELECT count(*) FROM sessions"):
                 raise StoreError(
-                    f"{store.path} already holds conversations; migrate into an empty database"
+                    f"{store.where} already holds conversations; migrate into an empty database"
                 )
             for table, columns, json_columns in TABLES:
                 values = ", ".join(

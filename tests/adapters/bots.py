@@ -9,11 +9,11 @@ from typing import Any
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.adapters.discord import DiscordConfig, SwitchboardClient
-from bot.adapters.slack import SlackConfig, build_app
+from bot.adapters.slack import SlackConfig, build_app, slack_platform
 from bot.engine.loader import load_workflow
-from bot.models.scripted import ScriptedModel
 from bot.service import ConversationService
-from bot.store import SQLiteStore
+from bot.store import Store
+from bot.testing import ScriptedModel
 from tests.fakes.discord_api import TOKEN, DiscordServer
 from tests.fakes.slack_api import SlackServer
 
@@ -24,11 +24,12 @@ class SlackBot:
     """Bolt app + Socket Mode handler + service on a real SQLite file."""
 
     def __init__(
-        self, slack: SlackServer, store: SQLiteStore, model: ScriptedModel, **config: Any
+        self, slack: SlackServer, store: Store, model: ScriptedModel, **config: Any
     ) -> None:
         self.config = SlackConfig("xoxb-test", "xapp-test", None, slack.api_url, 0, **config)
-        self.service = ConversationService(SHOP, model, store)
-        self.app = build_app(self.service, self.config)
+        self.platform = slack_platform(self.config)
+        self.service = ConversationService(SHOP, model, store, self.platform)
+        self.app = build_app(self.service, self.platform, self.config)
         self.handler = AsyncSocketModeHandler(self.app, "xapp-test")
 
     async def __aenter__(self) -> SlackBot:
@@ -43,12 +44,23 @@ class DiscordBot:
     """The discord.py client logged in to the local Discord, with the service behind it."""
 
     def __init__(
-        self, server: DiscordServer, store: SQLiteStore, model: ScriptedModel, **options: Any
+        self,
+        server: DiscordServer,
+        store: Store,
+        model: ScriptedModel,
+        *,
+        moderator_channel: int | None = None,
+        moderator_role: str | None = None,
     ) -> None:
-        DiscordConfig(TOKEN, server.api_url, server.gateway_url).point_at_endpoints()
-        self.client = SwitchboardClient(
-            ConversationService(SHOP, model, store), guild_ready_timeout=0.05, **options
+        config = DiscordConfig(
+            TOKEN,
+            server.api_url,
+            server.gateway_url,
+            moderator_channel=moderator_channel,
+            moderator_role=moderator_role,
         )
+        self.client = SwitchboardClient(config, guild_ready_timeout=0.05)
+        self.client.attach(ConversationService(SHOP, model, store, self.client))
 
     async def __aenter__(self) -> DiscordBot:
         await self.client.__aenter__()

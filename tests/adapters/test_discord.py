@@ -10,18 +10,10 @@ import pytest
 from bot.adapters.discord import display_name, thread_name
 from bot.engine import Persona
 from bot.engine.loader import load_workflow
-from bot.models.scripted import ScriptedModel, call, say
-from bot.store import SessionKey, SQLiteStore
+from bot.store import SessionKey, Store, sqlite_store
+from bot.testing import ScriptedModel, call, say
 from tests.adapters.bots import DiscordBot
-from tests.fakes.discord_api import (
-    BOT,
-    BOT_USER,
-    CHANNEL,
-    GUILD,
-    OTHER_BOT,
-    DiscordServer,
-    user,
-)
+from tests.fakes.discord_api import BOT, BOT_USER, CHANNEL, GUILD, OTHER_BOT, DiscordServer, user
 
 SHOP = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
 
@@ -50,9 +42,7 @@ def canonical() -> ScriptedModel:
     )
 
 
-async def test_the_canonical_conversation(
-    discord_server: DiscordServer, store: SQLiteStore
-) -> None:
+async def test_the_canonical_conversation(discord_server: DiscordServer, store: Store) -> None:
     async with DiscordBot(discord_server, store, canonical()):
         mention = await discord_server.say(MENTION, mentions=[BOT_USER])
         thread = mention["id"]
@@ -80,9 +70,7 @@ async def test_the_canonical_conversation(
     assert session is not None and session.active_agent == "Returns"
 
 
-async def test_messages_the_bot_must_ignore(
-    discord_server: DiscordServer, store: SQLiteStore
-) -> None:
+async def test_messages_the_bot_must_ignore(discord_server: DiscordServer, store: Store) -> None:
     model = ScriptedModel(respond=lambda request: say("Hi"))
     async with DiscordBot(discord_server, store, model):
         await discord_server.say("just chatting")  # no mention, in the channel
@@ -96,11 +84,11 @@ async def test_messages_the_bot_must_ignore(
         await discord_server.say("@everyone look", mention_everyone=True)
         await discord_server.say(MENTION, mentions=[BOT_USER])
         await discord_server.wait_for(lambda: len(posts(discord_server)) == 1)
-    assert len(model.requests) == 1
+    assert model.calls == 1
     assert len(discord_server.threads) == 1
 
 
-async def test_model_text_cannot_ping(discord_server: DiscordServer, store: SQLiteStore) -> None:
+async def test_model_text_cannot_ping(discord_server: DiscordServer, store: Store) -> None:
     hostile = "@everyone @here <@&1234> <@5678> read this"
     async with DiscordBot(discord_server, store, ScriptedModel([say(hostile)])):
         await discord_server.say(MENTION, mentions=[BOT_USER])
@@ -111,7 +99,7 @@ async def test_model_text_cannot_ping(discord_server: DiscordServer, store: SQLi
 
 
 async def test_a_5000_character_reply_is_split_in_order(
-    discord_server: DiscordServer, store: SQLiteStore
+    discord_server: DiscordServer, store: Store
 ) -> None:
     words = [f"w{i:04d}" for i in range(1000)]  # 5,999 characters
     async with DiscordBot(discord_server, store, ScriptedModel([say(" ".join(words))])):
@@ -124,7 +112,7 @@ async def test_a_5000_character_reply_is_split_in_order(
 
 
 async def test_end_closes_and_a_new_mention_starts_afresh(
-    discord_server: DiscordServer, store: SQLiteStore
+    discord_server: DiscordServer, store: Store
 ) -> None:
     model = ScriptedModel(respond=lambda request: say(f"{request.agent} here"))
     async with DiscordBot(discord_server, store, model):
@@ -168,7 +156,7 @@ def test_channel_constant_is_a_text_channel() -> None:
 
 
 async def test_a_direct_message_is_a_conversation(
-    discord_server: DiscordServer, store: SQLiteStore
+    discord_server: DiscordServer, store: Store
 ) -> None:
     dm = 920000000000000001
     model = ScriptedModel(
@@ -191,7 +179,7 @@ async def test_a_direct_message_is_a_conversation(
 async def test_a_store_failure_gets_an_honest_reply(
     discord_server: DiscordServer, db_path: Path
 ) -> None:
-    store = SQLiteStore(db_path)
+    store = sqlite_store(db_path)
     await store.open()
     async with DiscordBot(discord_server, store, ScriptedModel([say("never")])):
         await store.close()  # the database goes away under the running bot

@@ -10,17 +10,10 @@ from typing import Any
 import pytest
 
 from bot.engine.loader import load_workflow
-from bot.models.scripted import Responder, ScriptedModel, call, say
-from bot.store import SQLiteStore
+from bot.store import Store, sqlite_store
+from bot.testing import Responder, ScriptedModel, call, say
 from tests.adapters.bots import DiscordBot
-from tests.fakes.discord_api import (
-    BOT,
-    BOT_USER,
-    MOD_CHANNEL,
-    MOD_ROLE,
-    DiscordServer,
-    user,
-)
+from tests.fakes.discord_api import BOT, BOT_USER, MOD_CHANNEL, MOD_ROLE, DiscordServer, user
 
 SHOP = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
 MODERATOR = user(930000000000000001, "mod")
@@ -34,7 +27,7 @@ async def discord_server() -> AsyncIterator[DiscordServer]:
         yield server
 
 
-def moderated(server: DiscordServer, store: SQLiteStore, model: ScriptedModel) -> DiscordBot:
+def moderated(server: DiscordServer, store: Store, model: ScriptedModel) -> DiscordBot:
     """The bot with the moderators' channel and role."""
     return DiscordBot(
         server, store, model, moderator_channel=MOD_CHANNEL, moderator_role="Moderators"
@@ -62,7 +55,7 @@ def buttons(message: dict[str, Any]) -> list[str]:
     ]
 
 
-async def stored(store: SQLiteStore, kind: str, text: str) -> None:
+async def stored(store: Store, kind: str, text: str) -> None:
     """Wait until the conversation's transcript holds an item (handlers run as tasks)."""
     for _ in range(500):
         for session in await store.list_sessions():
@@ -86,7 +79,7 @@ async def escalate(server: DiscordServer) -> str:
 
 
 async def test_escalation_posts_a_card_for_moderators_only(
-    discord_server: DiscordServer, store: SQLiteStore
+    discord_server: DiscordServer, store: Store
 ) -> None:
     async with moderated(discord_server, store, escalating()):
         thread = await escalate(discord_server)
@@ -103,7 +96,7 @@ async def test_escalation_posts_a_card_for_moderators_only(
 
 
 async def test_approve_once_then_a_stale_click_is_refused(
-    discord_server: DiscordServer, store: SQLiteStore
+    discord_server: DiscordServer, store: Store
 ) -> None:
     async with moderated(discord_server, store, escalating()):
         await escalate(discord_server)
@@ -123,16 +116,16 @@ async def test_approve_once_then_a_stale_click_is_refused(
         await discord_server.click(
             card_id, "switchboard:case:approve:1", clicker=STRANGER, permissions=MANAGE_THREADS
         )
-        await discord_server.wait_for(lambda: len(discord_server.callbacks) == 2)
-    refusal = discord_server.callbacks[-1]
-    assert refusal["type"] == 4 and refusal["data"]["flags"] & 64
-    assert "already approved" in refusal["data"]["content"]
+        await discord_server.wait_for(lambda: len(discord_server.followups) == 1)
+    assert [c["type"] for c in discord_server.callbacks] == [6, 6]  # each click acknowledged
+    refusal = discord_server.followups[0]
+    assert refusal["flags"] & 64 and "already approved" in refusal["content"]
     actions = await store.case_actions(1)
     assert [a.actor for a in actions] == [str(MODERATOR["id"])]
 
 
 async def test_a_non_moderator_is_refused_privately(
-    discord_server: DiscordServer, store: SQLiteStore
+    discord_server: DiscordServer, store: Store
 ) -> None:
     async with moderated(discord_server, store, escalating()):
         await escalate(discord_server)
@@ -140,17 +133,18 @@ async def test_a_non_moderator_is_refused_privately(
         await discord_server.click(
             card(discord_server)["id"], "switchboard:case:close:1", clicker=STRANGER
         )
-        await discord_server.wait_for(lambda: len(discord_server.callbacks) == 1)
-    callback = discord_server.callbacks[0]
-    assert callback["type"] == 4 and callback["data"]["flags"] & 64
-    assert callback["data"]["content"] == "Only moderators can act on review cases."
+        await discord_server.wait_for(lambda: len(discord_server.followups) == 1)
+    assert [c["type"] for c in discord_server.callbacks] == [6]
+    refusal = discord_server.followups[0]
+    assert refusal["flags"] & 64
+    assert refusal["content"] == "Only moderators can act on review cases."
     assert thread_posts(discord_server) == before
     assert (await store.cases())[0].status == "open"
     assert await store.case_actions(1) == []
 
 
 async def test_take_over_silences_the_bot_and_hand_back_resumes(
-    discord_server: DiscordServer, store: SQLiteStore
+    discord_server: DiscordServer, store: Store
 ) -> None:
     model = escalating(lambda request: say(f"{request.agent} here, all sorted."))
     async with moderated(discord_server, store, model):
@@ -160,7 +154,7 @@ async def test_take_over_silences_the_bot_and_hand_back_resumes(
             card_id, "switchboard:case:takeover:1", clicker=MODERATOR, roles=[MOD_ROLE]
         )
         await discord_server.wait_for(lambda: "handback" in buttons(card(discord_server)))
-        calls = len(model.requests)
+        calls = model.calls
         await discord_server.say("Hello, anyone?", channel=thread)
         await discord_server.say("Yes, a moderator here.", channel=thread, author=MODERATOR)
         await stored(store, "user", "Hello, anyone?")
@@ -171,9 +165,7 @@ async def test_take_over_silences_the_bot_and_hand_back_resumes(
         await discord_server.wait_for(
             lambda: "handed the conversation back" in str(thread_posts(discord_server))
         )
-        assert len(model.requests) == calls, [
-            (r.agent, r.messages[-1].content) for r in model.requests
-        ]
+        assert model.calls == calls, [(r.agent, r.messages[-1].content) for r in model.requests]
         await discord_server.say("Thanks!", channel=thread)
         await discord_server.wait_for(
             lambda: ("Fraud Review", "Fraud here, all sorted.") in thread_posts(discord_server)
@@ -186,12 +178,12 @@ async def test_take_over_silences_the_bot_and_hand_back_resumes(
 
 async def test_a_case_survives_a_restart(discord_server: DiscordServer, db_path: Path) -> None:
     async with (
-        SQLiteStore(db_path) as store,
+        sqlite_store(db_path) as store,
         moderated(discord_server, store, escalating()),
     ):
         await escalate(discord_server)
     async with (
-        SQLiteStore(db_path) as store,
+        sqlite_store(db_path) as store,
         moderated(discord_server, store, ScriptedModel()),
     ):
         await discord_server.click(

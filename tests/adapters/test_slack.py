@@ -9,9 +9,9 @@ import pytest
 
 from bot.adapters.slack import SlackConfig, to_incoming
 from bot.engine.loader import load_workflow
-from bot.models.scripted import ScriptedModel, call, say
 from bot.settings import SettingsError, load_settings
-from bot.store import SessionKey, SQLiteStore
+from bot.store import SessionKey, Store, sqlite_store
+from bot.testing import ScriptedModel, call, say
 from tests.adapters.bots import SlackBot
 from tests.fakes.slack_api import BOT_ID, BOT_USER, SlackServer, user_message
 
@@ -44,9 +44,7 @@ def canonical() -> ScriptedModel:
 MENTION = f"<@{BOT_USER}> I want to return my order"
 
 
-async def test_the_canonical_conversation_in_a_thread(
-    slack: SlackServer, store: SQLiteStore
-) -> None:
+async def test_the_canonical_conversation_in_a_thread(slack: SlackServer, store: Store) -> None:
     async with SlackBot(slack, store, canonical()):
         mention = user_message(MENTION, kind="app_mention")
         await slack.push(mention)
@@ -75,7 +73,7 @@ async def test_the_canonical_conversation_in_a_thread(
 
 
 async def test_one_answer_for_a_mention_delivered_twice_and_retried(
-    slack: SlackServer, store: SQLiteStore
+    slack: SlackServer, store: Store
 ) -> None:
     model = ScriptedModel(respond=lambda request: say("Hello!"))
     async with SlackBot(slack, store, model):
@@ -89,10 +87,10 @@ async def test_one_answer_for_a_mention_delivered_twice_and_retried(
         await slack.push(user_message("sync", thread_ts=mention["ts"]))
         await slack.wait_for(lambda: len(replies(slack)) == 2)
     assert [text for _, text, _ in replies(slack)] == ["Hello!", "Hello!"]
-    assert len(model.requests) == 2
+    assert model.calls == 2
 
 
-async def test_messages_the_bot_must_ignore(slack: SlackServer, store: SQLiteStore) -> None:
+async def test_messages_the_bot_must_ignore(slack: SlackServer, store: Store) -> None:
     model = ScriptedModel(respond=lambda request: say("Hi"))
     async with SlackBot(slack, store, model):
         await slack.push(user_message("chatter in the channel"))
@@ -104,12 +102,12 @@ async def test_messages_the_bot_must_ignore(slack: SlackServer, store: SQLiteSto
         # Then one real mention, to know the ones before were processed and dropped.
         await slack.push(user_message(MENTION, kind="app_mention"))
         await slack.wait_for(lambda: len(replies(slack)) == 1)
-    assert len(model.requests) == 1
+    assert model.calls == 1
     assert len(slack.acks) == 7
 
 
 async def test_a_mention_inside_an_existing_thread_starts_there(
-    slack: SlackServer, store: SQLiteStore
+    slack: SlackServer, store: Store
 ) -> None:
     async with SlackBot(slack, store, ScriptedModel([say("Hi there")])):
         await slack.push(user_message(f"<@{BOT_USER}> help", thread_ts="1700000000.999999"))
@@ -117,14 +115,14 @@ async def test_a_mention_inside_an_existing_thread_starts_there(
     assert replies(slack) == [("Triage", "Hi there", "1700000000.999999")]
 
 
-async def test_a_direct_message_is_a_conversation(slack: SlackServer, store: SQLiteStore) -> None:
+async def test_a_direct_message_is_a_conversation(slack: SlackServer, store: Store) -> None:
     async with SlackBot(slack, store, ScriptedModel([say("Hello in private")])):
         await slack.push(user_message("hi", channel="D1", channel_type="im"))
         await slack.wait_for(lambda: len(replies(slack)) == 1)
     assert replies(slack) == [("Triage", "Hello in private", None)]
 
 
-async def test_model_text_cannot_ping_anyone(slack: SlackServer, store: SQLiteStore) -> None:
+async def test_model_text_cannot_ping_anyone(slack: SlackServer, store: Store) -> None:
     hostile = "<!channel> <!here> <!everyone> hey <@U123>, see <https://x.example|this>"
     async with SlackBot(slack, store, ScriptedModel([say(hostile)])):
         await slack.push(user_message(MENTION, kind="app_mention"))
@@ -135,9 +133,7 @@ async def test_model_text_cannot_ping_anyone(slack: SlackServer, store: SQLiteSt
     assert all("link_names" not in c.args and "parse" not in c.args for c in slack.calls)
 
 
-async def test_a_10000_character_reply_is_split_in_order(
-    slack: SlackServer, store: SQLiteStore
-) -> None:
+async def test_a_10000_character_reply_is_split_in_order(slack: SlackServer, store: Store) -> None:
     words = [f"w{i:05d}" for i in range(1500)]  # 10,499 characters
     async with SlackBot(slack, store, ScriptedModel([say(" ".join(words))])):
         await slack.push(user_message(MENTION, kind="app_mention"))
@@ -147,7 +143,7 @@ async def test_a_10000_character_reply_is_split_in_order(
     assert " ".join(texts).split() == words
 
 
-async def test_a_429_on_post_message_is_retried(slack: SlackServer, store: SQLiteStore) -> None:
+async def test_a_429_on_post_message_is_retried(slack: SlackServer, store: Store) -> None:
     slack.rate_limit(2)
     async with SlackBot(slack, store, ScriptedModel([say("Eventually")])):
         await slack.push(user_message(MENTION, kind="app_mention"))
@@ -158,7 +154,7 @@ async def test_a_429_on_post_message_is_retried(slack: SlackServer, store: SQLit
 
 
 async def test_a_slow_turn_shows_a_placeholder_that_the_reply_replaces(
-    slack: SlackServer, store: SQLiteStore
+    slack: SlackServer, store: Store
 ) -> None:
     async with SlackBot(slack, store, ScriptedModel([say("Done thinking")], latency=0.3)):
         await slack.push(user_message(MENTION, kind="app_mention"))
@@ -170,7 +166,7 @@ async def test_a_slow_turn_shows_a_placeholder_that_the_reply_replaces(
 
 
 async def test_a_handoff_replaces_the_placeholder_with_the_new_persona(
-    slack: SlackServer, store: SQLiteStore
+    slack: SlackServer, store: Store
 ) -> None:
     async with SlackBot(slack, store, canonical()):
         await slack.push(user_message(MENTION, kind="app_mention"))
@@ -179,9 +175,7 @@ async def test_a_handoff_replaces_the_placeholder_with_the_new_persona(
     assert methods == ["chat.postMessage", "chat.delete", "chat.postMessage", "chat.postMessage"]
 
 
-async def test_end_closes_and_a_new_mention_starts_afresh(
-    slack: SlackServer, store: SQLiteStore
-) -> None:
+async def test_end_closes_and_a_new_mention_starts_afresh(slack: SlackServer, store: Store) -> None:
     model = ScriptedModel(respond=lambda request: say(f"{request.agent} here"))
     async with SlackBot(slack, store, model):
         mention = user_message(MENTION, kind="app_mention")
@@ -198,7 +192,7 @@ async def test_end_closes_and_a_new_mention_starts_afresh(
         "_Conversation ended. Your next message to me starts a new one._",
         "Triage here",
     ]
-    assert len(model.requests) == 2
+    assert model.calls == 2
 
 
 def test_translation_strips_the_bot_mention_and_keys_on_channel_and_ts() -> None:
@@ -247,9 +241,7 @@ def test_the_manifest_asks_for_what_the_adapter_uses() -> None:
     assert manifest["settings"]["socket_mode_enabled"] is True
 
 
-async def test_a_mention_with_no_text_gets_a_short_reply(
-    slack: SlackServer, store: SQLiteStore
-) -> None:
+async def test_a_mention_with_no_text_gets_a_short_reply(slack: SlackServer, store: Store) -> None:
     model = ScriptedModel([say("barrier")])
     async with SlackBot(slack, store, model):
         only_mention = user_message(f"<@{BOT_USER}>", kind="app_mention")
@@ -263,11 +255,11 @@ async def test_a_mention_with_no_text_gets_a_short_reply(
         )
     texts = [text for _, text, _ in replies(slack)]
     assert texts.count("_I didn't get any text there. Could you type your question?_") == 1
-    assert len(model.requests) == 1
+    assert model.calls == 1
 
 
 async def test_a_store_failure_gets_an_honest_reply(slack: SlackServer, db_path: Path) -> None:
-    store = SQLiteStore(db_path)
+    store = sqlite_store(db_path)
     await store.open()
     async with SlackBot(slack, store, ScriptedModel([say("never")])):
         await store.close()  # the database goes away under the running bot

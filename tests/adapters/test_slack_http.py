@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.adapters.slack import SlackConfig, build_app
+from bot.adapters.slack import SlackConfig, build_app, slack_platform
 from bot.engine.loader import load_workflow
-from bot.models.scripted import ScriptedModel, call, say
 from bot.service import ConversationService
-from bot.store import SQLiteStore
+from bot.store import Store
+from bot.testing import ScriptedModel, call, say
 from tests.fakes.chat_completions import ChatCompletionsServer, canonical
 from tests.fakes.slack_api import BOT_USER, SlackServer, event_callback, sign, user_message
 from tests.processes import bot, clean_env, started, stop
@@ -35,9 +35,10 @@ async def slack() -> AsyncIterator[SlackServer]:
 class HttpBot:
     """The Bolt app's own aiohttp endpoint on a free port, with the service behind it."""
 
-    def __init__(self, slack: SlackServer, store: SQLiteStore, model: ScriptedModel):
+    def __init__(self, slack: SlackServer, store: Store, model: ScriptedModel):
         config = SlackConfig("xoxb-test", None, SECRET, slack.api_url, 0)
-        self.app = build_app(ConversationService(SHOP, model, store), config)
+        platform = slack_platform(config)
+        self.app = build_app(ConversationService(SHOP, model, store, platform), platform, config)
         self.url = ""
 
     async def __aenter__(self) -> HttpBot:
@@ -75,7 +76,7 @@ def visible_texts(slack: SlackServer) -> list[str]:
     return [v.text for v in slack.visible() if v.text != "_working on it…_"]
 
 
-async def test_url_verification_and_signatures(slack: SlackServer, store: SQLiteStore) -> None:
+async def test_url_verification_and_signatures(slack: SlackServer, store: Store) -> None:
     async with HttpBot(slack, store, ScriptedModel()) as bot:
         status, text = await bot.send(
             {"type": "url_verification", "challenge": "c-123", "token": "t"}
@@ -89,7 +90,7 @@ async def test_url_verification_and_signatures(slack: SlackServer, store: SQLite
 
 
 async def test_canonical_conversation_over_http_with_a_retry(
-    slack: SlackServer, store: SQLiteStore
+    slack: SlackServer, store: Store
 ) -> None:
     model = ScriptedModel(
         [
@@ -112,7 +113,7 @@ async def test_canonical_conversation_over_http_with_a_retry(
         "What is your order number?",
         "Order 42 is eligible.",
     ]
-    assert len(model.requests) == 3
+    assert model.calls == 3
 
 
 async def start_bot(

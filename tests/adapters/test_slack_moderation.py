@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from bot.engine.loader import load_workflow
-from bot.models.scripted import Responder, ScriptedModel, call, say
-from bot.store import SessionKey, SQLiteStore
+from bot.store import SessionKey, Store, sqlite_store
+from bot.testing import Responder, ScriptedModel, call, say
 from tests.adapters.bots import SlackBot
 from tests.fakes.slack_api import BOT_USER, SlackServer, Visible, user_message
 
@@ -25,7 +25,7 @@ async def slack() -> AsyncIterator[SlackServer]:
         yield server
 
 
-def moderated(slack: SlackServer, store: SQLiteStore, model: ScriptedModel) -> SlackBot:
+def moderated(slack: SlackServer, store: Store, model: ScriptedModel) -> SlackBot:
     """The bot with the moderators' channel and one listed moderator id."""
     return SlackBot(
         slack, store, model, moderator_channel=MODS, moderator_ids=frozenset({"ULISTED"})
@@ -72,7 +72,7 @@ async def escalate(slack: SlackServer) -> str:
 
 
 async def test_escalation_posts_a_card_for_moderators_only(
-    slack: SlackServer, store: SQLiteStore
+    slack: SlackServer, store: Store
 ) -> None:
     async with moderated(slack, store, escalating()):
         thread = await escalate(slack)
@@ -86,7 +86,7 @@ async def test_escalation_posts_a_card_for_moderators_only(
 
 
 async def test_a_moderator_approves_once_and_a_second_click_is_refused(
-    slack: SlackServer, store: SQLiteStore
+    slack: SlackServer, store: Store
 ) -> None:
     async with moderated(slack, store, escalating()):
         await escalate(slack)
@@ -114,7 +114,7 @@ async def test_a_moderator_approves_once_and_a_second_click_is_refused(
 
 
 async def test_a_non_moderator_is_refused_privately_and_nothing_changes(
-    slack: SlackServer, store: SQLiteStore
+    slack: SlackServer, store: Store
 ) -> None:
     async with moderated(slack, store, escalating()):
         await escalate(slack)
@@ -134,21 +134,21 @@ async def test_a_non_moderator_is_refused_privately_and_nothing_changes(
 
 
 async def test_take_over_silences_the_bot_and_hand_back_resumes(
-    slack: SlackServer, store: SQLiteStore
+    slack: SlackServer, store: Store
 ) -> None:
     model = escalating(lambda request: say(f"{request.agent} here, all sorted."))
     async with moderated(slack, store, model):
         thread = await escalate(slack)
         await slack.click(card(slack), "case_takeover", user="UMOD1")
         await slack.wait_for(lambda: "case_handback" in buttons(card(slack)))
-        calls = len(model.requests)
+        calls = model.calls
         await slack.push(user_message("Hello, anyone?", thread_ts=thread))
         await slack.push(
             user_message("Yes, Maria from support here.", thread_ts=thread, user="UMOD1")
         )
         await slack.push(user_message(f"<@{BOT_USER}> sync", channel="C2"))  # a barrier
         await slack.wait_for(lambda: len(thread_texts(slack, "C2")) == 1)
-        assert len(model.requests) == calls + 1  # only the barrier reached the model
+        assert model.calls == calls + 1  # only the barrier reached the model
         await slack.click(card(slack), "case_handback", user="UMOD1")
         await slack.wait_for(lambda: "handed the conversation back" in str(thread_texts(slack)))
         await slack.push(user_message("Thanks!", thread_ts=thread))
@@ -166,12 +166,12 @@ async def test_a_case_survives_a_restart_between_escalation_and_click(
     slack: SlackServer, db_path: Path
 ) -> None:
     async with (
-        SQLiteStore(db_path) as store,
+        sqlite_store(db_path) as store,
         moderated(slack, store, escalating()),
     ):
         await escalate(slack)
     async with (
-        SQLiteStore(db_path) as store,
+        sqlite_store(db_path) as store,
         moderated(slack, store, ScriptedModel()),
     ):
         await slack.click(card(slack), "case_close", user="UMOD2")
@@ -183,9 +183,7 @@ async def test_a_case_survives_a_restart_between_escalation_and_click(
         assert case.status == "closed"
 
 
-async def test_forged_button_payloads_change_nothing(
-    slack: SlackServer, store: SQLiteStore
-) -> None:
+async def test_forged_button_payloads_change_nothing(slack: SlackServer, store: Store) -> None:
     async with moderated(slack, store, escalating()):
         await escalate(slack)
         forged = {

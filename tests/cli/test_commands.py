@@ -9,7 +9,9 @@ import pytest
 
 from bot.cli import main
 from bot.engine.transcript import AgentReply, UserTurn
-from bot.store import ModelUsage, SessionKey, SQLiteStore
+from bot.store import SessionKey, sqlite_store
+from bot.store.values import ModelUsage
+from tests.helpers import append, open_session
 
 WORKFLOWS = Path(__file__).parents[2] / "workflows"
 
@@ -58,10 +60,11 @@ def test_graph_is_mermaid_with_reasons_and_marks(capsys: pytest.CaptureFixture[s
 
 
 async def _seed(db: Path) -> int:
-    async with SQLiteStore(db) as store:
-        session = await store.open_session(SessionKey("slack", "C1", "171.5"), "shop", "Returns")
-        await store.append(session.id, [UserTurn("refund?", "ana")])
-        await store.append(
+    async with sqlite_store(db) as store:
+        session = await open_session(store, SessionKey("slack", "C1", "171.5"), "shop", "Returns")
+        await append(store, session.id, [UserTurn("refund?", "ana")])
+        await append(
+            store,
             session.id,
             [AgentReply("Returns", "Sure.")],
             usage=ModelUsage("Returns", "m-1", 120, 10),

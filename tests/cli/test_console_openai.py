@@ -82,7 +82,9 @@ async def test_console_moderation_and_the_cases_command(tmp_path: Path) -> None:
     assert "[moderators] Case #1: The moderator handed the conversation back to Returns." in lines
     assert "[moderators] Case #1: A moderator closed this conversation." in lines
     after_takeover = lines[lines.index("  [moderator → shop] A person is here now.") - 1]
-    assert after_takeover.startswith("  ! A moderator has joined")  # "hello?" got no answer
+    assert after_takeover.startswith("[moderators] Case #1: A moderator has joined")
+    assert lines[lines.index(after_takeover) - 1].startswith("  ! A moderator has joined")
+    # ... and "hello?" between them got no answer.
     assert any(line.startswith("Moderators: /cases") for line in lines)
 
     listing = await bot("cases", "--database", str(db), env=clean_env())

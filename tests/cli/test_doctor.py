@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from bot.store import sqlite_store
 from tests.fakes.chat_completions import ChatCompletionsServer
 from tests.fakes.discord_api import TOKEN, DiscordServer
 from tests.fakes.slack_api import SlackServer
@@ -65,10 +66,9 @@ async def test_problems_are_named_in_plain_words(tmp_path: Path) -> None:
 
 
 async def test_an_existing_database_reports_its_state(tmp_path: Path) -> None:
-    from bot.store import SQLiteStore
 
     db = tmp_path / "bot.db"
-    async with SQLiteStore(db):
+    async with sqlite_store(db):
         pass
     code, lines = await doctor(BOT_DATABASE=str(db))
     assert code == 0

@@ -193,6 +193,7 @@ class DiscordServer:
     messages: list[dict[str, Any]] = field(default_factory=list)
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    followups: list[dict[str, Any]] = field(default_factory=list)
     clicked: dict[str, str] = field(default_factory=dict)
     close_with: int | None = None
     port: int = 0
@@ -260,6 +261,7 @@ class DiscordServer:
             ("POST", "/webhooks/#/*"): self._execute_webhook,
             ("POST", "/channels/#/typing"): self._typing,
             ("POST", "/channels/#/messages"): self._create_message,
+            ("PATCH", "/channels/#/messages/#"): self._edit_message,
             ("POST", "/interactions/#/*/callback"): self._interaction_callback,
         }
 
@@ -320,6 +322,9 @@ class DiscordServer:
         return _json(data)
 
     async def _execute_webhook(self, path: str, query: Any, body: Any) -> web.Response:
+        if int(path.split("/")[2]) == APP:  # an interaction follow-up, e.g. a private refusal
+            self.followups.append(body)
+            return _json({"id": str(snowflake()), "channel_id": "0", "content": body["content"]})
         webhook = self.webhooks[int(path.split("/")[2])]
         assert path.split("/")[3] == webhook["token"]
         thread_id = query.get("thread_id", webhook["channel_id"])
@@ -369,6 +374,11 @@ class DiscordServer:
         }
         self.messages.append({**body, "channel_id": channel, "id": message["id"]})
         self.cards[message["id"]] = message
+        return _json(message)
+
+    async def _edit_message(self, path: str, query: Any, body: Any) -> web.Response:
+        message = self.cards[path.split("/")[4]]
+        message.update({k: v for k, v in body.items() if k in ("embeds", "components", "content")})
         return _json(message)
 
     async def _interaction_callback(self, path: str, query: Any, body: Any) -> web.Response:

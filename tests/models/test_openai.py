@@ -20,8 +20,9 @@ from bot.models.openai import OpenAIChatModel
 from bot.models.select import describe, make_model, require_real_model
 from bot.service import ConversationService, IncomingMessage, TurnResult, WindowBudget
 from bot.settings import Settings, SettingsError, load_settings
-from bot.store import SessionKey, SQLiteStore
+from bot.store import SessionKey, Store, sqlite_store
 from tests.fakes.chat_completions import ChatCompletionsServer, Delay, Fail, Reply
+from tests.helpers import append
 
 SHOP = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
 SECRET = "sk-test-never-print-me"
@@ -53,7 +54,7 @@ async def server() -> AsyncIterator[ChatCompletionsServer]:
 
 def service_for(
     server: ChatCompletionsServer,
-    store: SQLiteStore,
+    store: Store,
     workflow: Workflow = SHOP,
     window: WindowBudget | None = None,
     **extra: str,
@@ -86,7 +87,7 @@ def tools_offered(body: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 async def test_the_canonical_conversation_on_the_wire(
-    server: ChatCompletionsServer, store: SQLiteStore
+    server: ChatCompletionsServer, store: Store
 ) -> None:
     server.script = [
         Reply(tool_calls=(("handoff_to_Returns", {"reason": "Return request."}),)),
@@ -159,7 +160,7 @@ async def test_two_handoffs_from_a_server_that_ignores_parallel_tool_calls(
         Reply("Orders here."),
         Reply("Triage again."),
     ]
-    async with SQLiteStore(db_path) as store:
+    async with sqlite_store(db_path) as store:
         no_return = HandoffBuilder(participants=list(SHOP.agents.values()), name="shop")
         no_return.with_start_agent("Triage").add_handoff("Triage", ["Returns", "Orders"])
         workflow = no_return.enable_return_to_previous(False).build()
@@ -192,7 +193,7 @@ DESK = HandoffBuilder(participants=[CLERK], name="desk").with_start_agent(CLERK)
     ],
 )
 async def test_function_tools_and_malformed_arguments(
-    server: ChatCompletionsServer, store: SQLiteStore, arguments: object, result: str
+    server: ChatCompletionsServer, store: Store, arguments: object, result: str
 ) -> None:
     server.script = [Reply(tool_calls=(("lookup_order", arguments),)), Reply("Here you go.")]
     reply = await say(service_for(server, store, DESK), "where is 42?")
@@ -205,7 +206,7 @@ async def test_function_tools_and_malformed_arguments(
 
 
 async def test_a_call_to_an_unknown_tool_is_answered_with_an_error(
-    server: ChatCompletionsServer, store: SQLiteStore
+    server: ChatCompletionsServer, store: Store
 ) -> None:
     server.script = [Reply(tool_calls=(("delete_everything", {}),)), Reply("Sorry.")]
     await say(service_for(server, store, DESK), "hi")
@@ -228,7 +229,7 @@ async def test_a_call_to_an_unknown_tool_is_answered_with_an_error(
     ],
 )
 async def test_odd_replies_get_an_honest_answer(
-    server: ChatCompletionsServer, store: SQLiteStore, reply: Reply, kind: str, text: str
+    server: ChatCompletionsServer, store: Store, reply: Reply, kind: str, text: str
 ) -> None:
     server.script = [reply]
     result = await say(service_for(server, store, DESK), "hi")
@@ -237,7 +238,7 @@ async def test_odd_replies_get_an_honest_answer(
 
 
 async def test_429_and_5xx_are_retried_by_the_client(
-    server: ChatCompletionsServer, store: SQLiteStore
+    server: ChatCompletionsServer, store: Store
 ) -> None:
     server.script = [Fail(429), Fail(503), Reply("Made it.")]
     result = await say(service_for(server, store, DESK), "hi")
@@ -246,7 +247,7 @@ async def test_429_and_5xx_are_retried_by_the_client(
 
 
 async def test_persistent_failures_keep_the_message_and_the_next_one_continues(
-    server: ChatCompletionsServer, store: SQLiteStore, caplog: pytest.LogCaptureFixture
+    server: ChatCompletionsServer, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     server.script = [Fail(500), Fail(500), Fail(500), Reply("Back now. About your parcel...")]
@@ -263,9 +264,7 @@ async def test_persistent_failures_keep_the_message_and_the_next_one_continues(
     assert SECRET not in caplog.text
 
 
-async def test_a_timeout_is_an_honest_notice(
-    server: ChatCompletionsServer, store: SQLiteStore
-) -> None:
+async def test_a_timeout_is_an_honest_notice(server: ChatCompletionsServer, store: Store) -> None:
     server.script = [Delay(0.6), Reply("On time.")]
     service = service_for(server, store, DESK, OPENAI_TIMEOUT="0.2", OPENAI_MAX_RETRIES="0")
     late = await say(service, "hi")
@@ -274,7 +273,7 @@ async def test_a_timeout_is_an_honest_notice(
 
 
 async def test_a_rejected_key_never_shows_the_secret(
-    server: ChatCompletionsServer, store: SQLiteStore, caplog: pytest.LogCaptureFixture
+    server: ChatCompletionsServer, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     server.script = [Fail(401)]
@@ -286,7 +285,7 @@ async def test_a_rejected_key_never_shows_the_secret(
 
 
 async def test_per_agent_model_and_optional_fields(
-    server: ChatCompletionsServer, store: SQLiteStore
+    server: ChatCompletionsServer, store: Store
 ) -> None:
     big = Agent("Big", "Think hard.", model="big-model")
     workflow = HandoffBuilder(participants=[big, CLERK]).with_start_agent(big).build()
@@ -304,7 +303,7 @@ async def test_per_agent_model_and_optional_fields(
 
 
 async def test_the_window_budget_holds_on_a_1000_message_thread(
-    server: ChatCompletionsServer, store: SQLiteStore
+    server: ChatCompletionsServer, store: Store
 ) -> None:
     server.respond = lambda body: Reply("ok")
     service = service_for(server, store, DESK, window=WindowBudget(items=200, tokens=3000))
@@ -313,7 +312,8 @@ async def test_the_window_budget_holds_on_a_1000_message_thread(
     assert session is not None
     from bot.engine import AgentReply
 
-    await store.append(
+    await append(
+        store,
         session.id,
         [
             UserTurn(f"message {i} " + "words " * 20) if i % 2 else AgentReply("Clerk", f"r{i}")

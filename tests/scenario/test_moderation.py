@@ -7,9 +7,9 @@ from pathlib import Path
 from bot.engine import UserTurn
 from bot.engine.loader import load_workflow
 from bot.engine.transcript import ModeratorMessage
-from bot.models.scripted import ScriptedModel, call, say
-from bot.service import ConversationService, IncomingMessage, Moderation
-from bot.store import SessionKey, SQLiteStore
+from bot.service import ConversationService, IncomingMessage
+from bot.store import SessionKey, Store, sqlite_store
+from bot.testing import ScriptedModel, call, say
 
 SHOP = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
 KEY = SessionKey("test", "C1", "t1")
@@ -36,13 +36,13 @@ async def escalate(service: ConversationService) -> int:
     return result.cases[0].id
 
 
-async def test_escalation_opens_one_case_with_the_reason(store: SQLiteStore) -> None:
+async def test_escalation_opens_one_case_with_the_reason(store: Store) -> None:
     service = ConversationService(SHOP, escalating("Thanks for the photos."), store)
     case_id = await escalate(service)
     case = await store.get_case(case_id)
     assert case is not None
     assert (case.key, case.agent, case.status, case.moderator) == (KEY, "Fraud", "open", None)
-    card = await Moderation(service).card(case)
+    card = await service.moderation.card(case)
     assert card.title == f"Case #{case_id}: Fraud review (open)"
     assert card.excerpt == (
         "user: Refund me, it never arrived",
@@ -54,10 +54,10 @@ async def test_escalation_opens_one_case_with_the_reason(store: SQLiteStore) -> 
     assert len(await store.cases()) == 1
 
 
-async def test_approve_is_recorded_announced_and_seen_by_the_agent(store: SQLiteStore) -> None:
+async def test_approve_is_recorded_announced_and_seen_by_the_agent(store: Store) -> None:
     model = escalating("Good news: your refund is approved.")
     service = ConversationService(SHOP, model, store)
-    moderation = Moderation(service)
+    moderation = service.moderation
     case_id = await escalate(service)
 
     result = await moderation.act(case_id, "approve", "mod-1")
@@ -78,12 +78,12 @@ async def test_approve_is_recorded_announced_and_seen_by_the_agent(store: SQLite
     assert "[Moderator] The moderator approved the request." in fraud_view
 
 
-async def test_take_over_silences_the_bot_and_hand_back_resumes(store: SQLiteStore) -> None:
+async def test_take_over_silences_the_bot_and_hand_back_resumes(store: Store) -> None:
     model = escalating("Welcome back; the moderator sorted it out.")
     service = ConversationService(SHOP, model, store)
-    moderation = Moderation(service)
+    moderation = service.moderation
     case_id = await escalate(service)
-    calls_before = len(model.requests)
+    calls_before = model.calls
 
     taken = await moderation.act(case_id, "takeover", "mod-1")
     assert taken.ok and "stay quiet" in taken.posts[0].text
@@ -93,7 +93,7 @@ async def test_take_over_silences_the_bot_and_hand_back_resumes(store: SQLiteSto
     moderator = await service.handle(msg("Yes, I'm looking at your order now.", author="mod-1"))
     assert user.taken_over and moderator.taken_over
     assert user.posts == moderator.posts == ()
-    assert len(model.requests) == calls_before  # nothing relayed to the model
+    assert model.calls == calls_before  # nothing relayed to the model
 
     session = await store.find_session(KEY)
     assert session is not None and session.taken_over_by == "mod-1"
@@ -114,9 +114,9 @@ async def test_take_over_silences_the_bot_and_hand_back_resumes(store: SQLiteSto
     assert "[Moderator] Yes, I'm looking at your order now." in seen
 
 
-async def test_close_ends_the_conversation_and_the_case(store: SQLiteStore) -> None:
+async def test_close_ends_the_conversation_and_the_case(store: Store) -> None:
     service = ConversationService(SHOP, escalating(), store)
-    moderation = Moderation(service)
+    moderation = service.moderation
     case_id = await escalate(service)
     closed = await moderation.act(case_id, "close", "mod-1")
     assert closed.ok and closed.case is not None and closed.case.status == "closed"
@@ -128,13 +128,13 @@ async def test_close_ends_the_conversation_and_the_case(store: SQLiteStore) -> N
 
 
 async def test_a_case_survives_a_restart(db_path: Path) -> None:
-    async with SQLiteStore(db_path) as store:
+    async with sqlite_store(db_path) as store:
         case_id = await escalate(ConversationService(SHOP, escalating(), store))
-    async with SQLiteStore(db_path) as store:
+    async with sqlite_store(db_path) as store:
         service = ConversationService(
             SHOP, ScriptedModel([say("Approved, refund on its way.")]), store
         )
-        result = await Moderation(service).act(case_id, "approve", "mod-1")
+        result = await service.moderation.act(case_id, "approve", "mod-1")
         assert result.ok
         assert (await service.handle(msg("and now?"))).posts[0].text == (
             "Approved, refund on its way."

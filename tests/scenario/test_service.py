@@ -10,9 +10,11 @@ import pytest
 from bot.engine import AgentReply, Notice, UserTurn
 from bot.engine.loader import load_workflow
 from bot.models import ModelReply, ModelRequest
-from bot.models.scripted import ScriptedModel, call, say
-from bot.service import ConversationService, IncomingMessage, Post, WindowBudget
-from bot.store import SessionKey, SQLiteStore
+from bot.service import ConversationService, IncomingMessage, WindowBudget
+from bot.service.conversation import ENDED_TEXT, NOTHING_TO_END_TEXT
+from bot.store import SessionKey, Store, sqlite_store
+from bot.testing import RecordingPlatform, ScriptedModel, call, say
+from tests.helpers import append, open_session
 
 ECOMMERCE = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
 
@@ -33,7 +35,7 @@ def canonical() -> ScriptedModel:
     )
 
 
-async def test_the_canonical_conversation(store: SQLiteStore) -> None:
+async def test_the_canonical_conversation(store: Store) -> None:
     model = canonical()
     service = ConversationService(ECOMMERCE, model, store)
 
@@ -57,19 +59,16 @@ async def test_the_canonical_conversation(store: SQLiteStore) -> None:
     assert kinds == ["user", "agent", "tool", "handoff", "agent", "user", "agent"]
 
 
-async def test_posts_are_emitted_as_they_happen(store: SQLiteStore) -> None:
-    seen: list[Post] = []
-
-    async def emit(post: Post) -> None:
-        seen.append(post)
-
-    result = await ConversationService(ECOMMERCE, canonical(), store).handle(
-        msg("return please"), emit=emit
+async def test_posts_go_to_the_platform_as_they_happen(store: Store) -> None:
+    platform = RecordingPlatform()
+    result = await ConversationService(ECOMMERCE, canonical(), store, platform).handle(
+        msg("return please")
     )
-    assert seen == list(result.posts) and len(seen) == 2
+    assert [post for _, post in platform.posts] == list(result.posts) and len(result.posts) == 2
+    assert {key for key, _ in platform.posts} == {SessionKey("test", "C1", "t1")}
 
 
-async def test_a_duplicate_event_is_answered_once(store: SQLiteStore) -> None:
+async def test_a_duplicate_event_is_answered_once(store: Store) -> None:
     model = ScriptedModel([say("Hello!")])
     service = ConversationService(ECOMMERCE, model, store)
     results = await asyncio.gather(
@@ -78,10 +77,10 @@ async def test_a_duplicate_event_is_answered_once(store: SQLiteStore) -> None:
     assert sorted(r.duplicate for r in results) == [False, True]
     again = await service.handle(msg("hi", event="Ev1"))
     assert again.duplicate and again.posts == ()
-    assert len(model.requests) == 1
+    assert model.calls == 1
 
 
-async def test_three_messages_to_one_thread_are_answered_in_order(store: SQLiteStore) -> None:
+async def test_three_messages_to_one_thread_are_answered_in_order(store: Store) -> None:
     def echo(request: ModelRequest) -> ModelReply:
         users = [m.content for m in request.messages if m.role == "user"]
         return ModelReply(text=f"answer to {users[-1]} after {len(users) - 1} earlier")
@@ -101,7 +100,7 @@ async def test_three_messages_to_one_thread_are_answered_in_order(store: SQLiteS
     assert users == ["m1", "m2", "m3"]
 
 
-async def test_two_threads_interleave_without_cross_talk(store: SQLiteStore) -> None:
+async def test_two_threads_interleave_without_cross_talk(store: Store) -> None:
     def by_thread(request: ModelRequest) -> ModelReply:
         users = [m.content for m in request.messages if m.role == "user"]
         return ModelReply(text="|".join(u or "" for u in users))
@@ -115,7 +114,7 @@ async def test_two_threads_interleave_without_cross_talk(store: SQLiteStore) -> 
     assert len(service.lanes) == 0  # lanes are dropped once idle
 
 
-async def test_different_threads_run_concurrently(store: SQLiteStore) -> None:
+async def test_different_threads_run_concurrently(store: Store) -> None:
     in_flight = peak = 0
     release = asyncio.Event()
 
@@ -134,14 +133,15 @@ async def test_different_threads_run_concurrently(store: SQLiteStore) -> None:
     assert peak == 20  # every thread's model call was in flight at once
 
 
-async def test_end_closes_and_only_a_mention_starts_afresh(store: SQLiteStore) -> None:
+async def test_end_closes_and_only_a_mention_starts_afresh(store: Store) -> None:
     model = ScriptedModel(respond=lambda r: say("hello"))
     service = ConversationService(ECOMMERCE, model, store)
     first = await service.handle(msg("hi"))
-    ended = await service.end(SessionKey("test", "C1", "t1"), by="ana")
+    ended = await service.handle(msg("end", event="e-end", author="ana"))
     assert ended.session is not None and ended.session.status == "closed"
-    assert [p.kind for p in ended.posts] == ["notice"]
-    assert (await service.end(SessionKey("test", "C1", "t1"))).ignored
+    assert [(p.kind, p.text) for p in ended.posts] == [("notice", ENDED_TEXT)]
+    again = await service.handle(msg("End!", mentioned=True))
+    assert again.ignored and [p.text for p in again.posts] == [NOTHING_TO_END_TEXT]
 
     ignored = await service.handle(msg("anyone?", mentioned=False))
     assert ignored.ignored and ignored.posts == ()
@@ -150,14 +150,36 @@ async def test_end_closes_and_only_a_mention_starts_afresh(store: SQLiteStore) -
     assert fresh.session is not None and first.session is not None
     assert fresh.session.id != first.session.id and fresh.session.status == "open"
     assert await service.owns(SessionKey("test", "C1", "t1"))
+    assert model.calls == 2  # "end" never reached the model
 
 
-async def test_unmentioned_messages_in_unknown_threads_are_ignored(store: SQLiteStore) -> None:
+@pytest.mark.parametrize("repeat", ["paired event", "retry after it"])
+async def test_a_second_copy_of_end_is_answered_once_and_opens_nothing(
+    store: Store, repeat: str
+) -> None:
+    """Slack delivers "@bot end" as `app_mention` and `message` (one `channel:ts`), and may retry
+    it: whichever copy comes second is a duplicate, never a new conversation about "end"."""
+    model = ScriptedModel(respond=lambda r: say("hello"))
+    platform = RecordingPlatform()
+    service = ConversationService(ECOMMERCE, model, store, platform)
+    await service.handle(msg("hi", event="C1:1"))
+    copies = [msg("end", event="C1:2"), msg("end", event="C1:2", mentioned=False)]
+    if repeat == "retry after it":
+        copies.reverse()
+    results = [await service.handle(copy) for copy in copies]
+    assert [r.duplicate for r in results] == [False, True]
+    assert platform.texts("notice") == [ENDED_TEXT]
+    sessions = await store.find_thread("t1")
+    assert [s.status for s in sessions] == ["closed"]  # no new conversation was opened
+    assert model.calls == 1
+
+
+async def test_unmentioned_messages_in_unknown_threads_are_ignored(store: Store) -> None:
     model = ScriptedModel()
     result = await ConversationService(ECOMMERCE, model, store).handle(
         msg("chatter", "elsewhere", mentioned=False)
     )
-    assert result.ignored and model.requests == []
+    assert result.ignored and model.calls == 0
     assert await store.find_session(SessionKey("test", "C1", "elsewhere")) is None
 
 
@@ -174,14 +196,14 @@ async def test_termination_condition_closes_the_session(db_path: Path) -> None:
         )
         .build()
     )
-    async with SQLiteStore(db_path) as store:
+    async with sqlite_store(db_path) as store:
         service = ConversationService(closing, ScriptedModel([say("Goodbye!")]), store)
         result = await service.handle(msg("thanks, bye"))
         assert [p.kind for p in result.posts] == ["reply", "notice"]
         assert result.session is not None and result.session.status == "closed"
 
 
-async def test_a_crash_mid_turn_leaves_a_consistent_session(store: SQLiteStore) -> None:
+async def test_a_crash_mid_turn_leaves_a_consistent_session(store: Store) -> None:
     def explode(request: ModelRequest) -> ModelReply:
         raise RuntimeError("bug in a plugin")
 
@@ -203,7 +225,7 @@ async def test_a_crash_mid_turn_leaves_a_consistent_session(store: SQLiteStore) 
 
 
 async def test_a_model_failure_keeps_the_message_and_the_next_one_continues(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     from bot.models import ModelError
 
@@ -217,7 +239,7 @@ async def test_a_model_failure_keeps_the_message_and_the_next_one_continues(
     assert users == ["hello", "still there?"]
 
 
-async def test_long_threads_load_only_a_bounded_window(store: SQLiteStore) -> None:
+async def test_long_threads_load_only_a_bounded_window(store: Store) -> None:
     model = ScriptedModel(respond=lambda r: say("ok"))
     service = ConversationService(ECOMMERCE, model, store, window=WindowBudget(50, 2_000))
     await service.handle(msg("first message: my order 42 is broken"))
@@ -228,7 +250,7 @@ async def test_long_threads_load_only_a_bounded_window(store: SQLiteStore) -> No
         for i in range(500)
         for item in (UserTurn(f"question {i} " + "x" * 80), AgentReply("Triage", f"reply {i}"))
     ]
-    await store.append(session.id, filler)
+    await append(store, session.id, filler)
     await service.handle(msg("latest"))
 
     request = model.requests[-1]
@@ -239,16 +261,16 @@ async def test_long_threads_load_only_a_bounded_window(store: SQLiteStore) -> No
     assert sum(len(c) for c in contents[1:]) // 4 <= 2_000 + 200
 
 
-async def test_unknown_active_agent_falls_back_to_the_start_agent(store: SQLiteStore) -> None:
-    session = await store.open_session(SessionKey("test", "C1", "t1"), "shop", "Retired")
-    await store.append(session.id, [UserTurn("old"), Notice("old")])
+async def test_unknown_active_agent_falls_back_to_the_start_agent(store: Store) -> None:
+    session = await open_session(store, SessionKey("test", "C1", "t1"), "shop", "Retired")
+    await append(store, session.id, [UserTurn("old"), Notice("old")])
     model = ScriptedModel([say("Triage here.")])
     await ConversationService(ECOMMERCE, model, store).handle(msg("hi"))
     assert model.agents_called() == ["Triage"]
 
 
 @pytest.mark.parametrize("hidden", [True, False])
-async def test_handoff_lines_can_be_hidden(store: SQLiteStore, hidden: bool) -> None:
+async def test_handoff_lines_can_be_hidden(store: Store, hidden: bool) -> None:
     service = ConversationService(ECOMMERCE, canonical(), store, show_handoffs=not hidden)
     result = await service.handle(msg("return please"))
     assert ("handoff" in [p.kind for p in result.posts]) is not hidden

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bot.store import SQLiteStore
+from bot.store import sqlite_store
 
 POSTGRES_DSN = os.environ.get("BOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -56,13 +56,13 @@ Opener = Callable[[], AbstractAsyncContextManager[Any]]
 async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     """Opens the same store location again and again (to test reopening)."""
     if request.param == "sqlite":
-        yield lambda: SQLiteStore(tmp_path / "store.db")
+        yield lambda: sqlite_store(tmp_path / "store.db")
         return
-    from bot.store.postgres import PostgresStore
+    from bot.store import postgres_store
 
     schema = await postgres_schema()
     assert schema is not None
-    yield lambda: PostgresStore(POSTGRES_DSN, schema=schema, max_size=4)
+    yield lambda: postgres_store(POSTGRES_DSN, schema=schema, max_size=4)
     await drop_schema(schema)
 
 

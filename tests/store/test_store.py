@@ -11,18 +11,20 @@ import pytest
 
 from bot.engine import AgentReply, HandoffRecord, Item, Notice, ToolOutcome, UserTurn
 from bot.models import ToolCall
-from bot.store import ModelUsage, SessionKey, SQLiteStore, StoreError
-from bot.store.sqlite_ops import migrations
+from bot.store import SessionKey, Store, StoreError, sqlite_store
+from bot.store.sql import migrations
+from bot.store.values import Decision, EventId, Holder, ModelUsage
+from tests.helpers import append, open_session
 from tests.store.conftest import Opener
 
 KEY = SessionKey("console", "local", "t1")
 
 
-async def test_fresh_database_is_migrated_with_wal_and_foreign_keys(store: SQLiteStore) -> None:
-    assert await store.schema_version() == migrations()[-1][0]
-    rows = await store.db.execute_fetchall("PRAGMA journal_mode")
+async def test_fresh_database_is_migrated_with_wal_and_foreign_keys(store: Store) -> None:
+    assert await store.schema_version() == migrations("schema.sql")[-1][0]
+    rows = await store.driver.connection.execute_fetchall("PRAGMA journal_mode")
     assert next(iter(rows))[0] == "wal"
-    rows = await store.db.execute_fetchall("PRAGMA foreign_keys")
+    rows = await store.driver.connection.execute_fetchall("PRAGMA foreign_keys")
     assert next(iter(rows))[0] == 1
 
 
@@ -36,9 +38,9 @@ async def test_reopen_after_close_gives_the_same_state(opener: Opener) -> None:
     ]
     async with opener() as store:
         version = await store.schema_version()
-        session = await store.open_session(KEY, "shop", "Triage")
-        await store.append(session.id, items[:1], event=("console", "e1"))
-        await store.append(session.id, items[1:], active_agent="Returns")
+        session = await open_session(store, KEY, "shop", "Triage")
+        await append(store, session.id, items[:1], event=("console", "e1"))
+        await append(store, session.id, items[1:], active_agent="Returns")
     async with opener() as store:
         again = await store.find_session(KEY)
         assert again is not None
@@ -50,16 +52,16 @@ async def test_reopen_after_close_gives_the_same_state(opener: Opener) -> None:
         )
         assert [entry.item for entry in await store.entries(again.id)] == items
         assert [entry.seq for entry in await store.entries(again.id)] == [1, 2, 3, 4, 5]
-        assert await store.seen_event("console", "e1")
+        assert await store.seen_event(EventId("console", "e1"))
         assert await store.schema_version() == version >= 1
 
 
 async def test_a_claimed_event_appends_nothing(any_store: Any) -> None:
     store = any_store
-    session = await store.open_session(KEY, "shop", "Triage")
-    assert await store.append(session.id, [UserTurn("a")], event=("slack", "Ev1")) is not None
-    assert await store.append(session.id, [UserTurn("a")], event=("slack", "Ev1")) is None
-    assert await store.append(session.id, [UserTurn("b")], event=("discord", "Ev1")) is not None
+    session = await open_session(store, KEY, "shop", "Triage")
+    assert await append(store, session.id, [UserTurn("a")], event=("slack", "Ev1")) is not None
+    assert await append(store, session.id, [UserTurn("a")], event=("slack", "Ev1")) is None
+    assert await append(store, session.id, [UserTurn("b")], event=("discord", "Ev1")) is not None
     stored = await store.get_session(session.id)
     assert stored is not None and stored.item_count == 2
 
@@ -74,9 +76,10 @@ class Bogus:
 
 async def test_a_failed_append_rolls_back_everything(any_store: Any) -> None:
     store = any_store
-    session = await store.open_session(KEY, "shop", "Triage")
-    with pytest.raises(StoreError, match=r"(?i)append failed: .*(check constraint|violates)"):
-        await store.append(
+    session = await open_session(store, KEY, "shop", "Triage")
+    with pytest.raises(StoreError, match=r"(?i)commit failed: .*(check constraint|violates)"):
+        await append(
+            store,
             session.id,
             [UserTurn("kept?"), Bogus("x")],  # type: ignore[list-item]
             active_agent="Returns",
@@ -85,34 +88,34 @@ async def test_a_failed_append_rolls_back_everything(any_store: Any) -> None:
     after = await store.get_session(session.id)
     assert after is not None and (after.item_count, after.active_agent) == (0, "Triage")
     assert await store.entries(session.id) == []
-    assert not await store.seen_event("slack", "Ev9")
+    assert not await store.seen_event(EventId("slack", "Ev9"))
     # The connection is usable afterwards.
-    assert await store.append(session.id, [UserTurn("next")], event=("slack", "Ev9"))
+    assert await append(store, session.id, [UserTurn("next")], event=("slack", "Ev9"))
 
 
 async def test_append_to_a_missing_session_fails_cleanly(any_store: Any) -> None:
     store = any_store
     with pytest.raises(StoreError, match="no session 404"):
-        await store.append(404, [UserTurn("x")])
+        await append(store, 404, [UserTurn("x")])
 
 
 async def test_one_open_session_per_thread_and_new_ones_after_close(any_store: Any) -> None:
     store = any_store
-    first = await store.open_session(KEY, "shop", "Triage")
+    first = await open_session(store, KEY, "shop", "Triage")
     with pytest.raises(StoreError, match=r"(?i)unique"):
-        await store.open_session(KEY, "shop", "Triage")
-    await store.append(first.id, [Notice("ended")], status="closed")
-    second = await store.open_session(KEY, "shop", "Triage")
+        await open_session(store, KEY, "shop", "Triage")
+    await append(store, first.id, [Notice("ended")], status="closed")
+    second = await open_session(store, KEY, "shop", "Triage")
     found = await store.find_session(KEY)
     assert found is not None and found.id == second.id and second.id != first.id
-    assert (await store.find_thread("t1")) == found
+    assert [s.id for s in await store.find_thread("t1")] == [second.id, first.id]
     assert [s.id for s in await store.list_sessions()] == [second.id, first.id]
 
 
 async def test_recent_reads_only_the_window_oldest_first(any_store: Any) -> None:
     store = any_store
-    session = await store.open_session(KEY, "shop", "Triage")
-    await store.append(session.id, [UserTurn(f"m{i}") for i in range(1, 1001)])
+    session = await open_session(store, KEY, "shop", "Triage")
+    await append(store, session.id, [UserTurn(f"m{i}") for i in range(1, 1001)])
     recent = await store.recent(session.id, 3)
     assert [(e.seq, e.item) for e in recent] == [
         (998, UserTurn("m998")),
@@ -123,8 +126,8 @@ async def test_recent_reads_only_the_window_oldest_first(any_store: Any) -> None
     assert first is not None and (first.seq, first.item) == (1, UserTurn("m1"))
 
 
-async def test_the_window_query_uses_the_primary_key(store: SQLiteStore) -> None:
-    plan = await store.db.execute_fetchall(
+async def test_the_window_query_uses_the_primary_key(store: Store) -> None:
+    plan = await store.driver.connection.execute_fetchall(
         "EXPLAIN QUERY PLAN SELECT seq, created_at, kind, body FROM items "
         "WHERE session_id = ? ORDER BY seq DESC LIMIT ?",
         (1, 10),
@@ -137,35 +140,36 @@ async def test_a_newer_schema_is_refused(db_path: Path) -> None:
     with sqlite3.connect(db_path) as raw:
         raw.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match="schema version 99, newer than this program's"):
-        async with SQLiteStore(db_path):
+        async with sqlite_store(db_path):
             pass
 
 
 async def test_using_a_closed_store_is_a_clear_error(db_path: Path) -> None:
-    store = SQLiteStore(db_path)
+    store = sqlite_store(db_path)
     with pytest.raises(StoreError, match="not open; call open"):
         await store.find_session(KEY)
 
 
 async def test_unicode_and_quotes_survive(any_store: Any) -> None:
     store = any_store
-    session = await store.open_session(KEY, "shop", "Triage")
+    session = await open_session(store, KEY, "shop", "Triage")
     text = 'Robert\'); DROP TABLE items;-- 🙂 "quoted" \\ \u2028'
-    await store.append(session.id, [UserTurn(text)])
+    await append(store, session.id, [UserTurn(text)])
     assert (await store.entries(session.id))[0].item == UserTurn(text)
 
 
 async def test_usage_is_recorded_with_the_reply_and_totalled(any_store: Any) -> None:
     store = any_store
-    from bot.store import ModelUsage
-
-    session = await store.open_session(KEY, "shop", "Triage")
-    await store.append(session.id, [UserTurn("hi")])
-    await store.append(
-        session.id, [AgentReply("Triage", "Hello")], usage=ModelUsage("Triage", "m-1", 120, 8)
+    session = await open_session(store, KEY, "shop", "Triage")
+    await append(store, session.id, [UserTurn("hi")])
+    await append(
+        store,
+        session.id,
+        [AgentReply("Triage", "Hello")],
+        usage=ModelUsage("Triage", "m-1", 120, 8),
     )
-    after = await store.append(
-        session.id, [AgentReply("Triage", "More")], usage=ModelUsage("Triage", None, 30, 2)
+    after = await append(
+        store, session.id, [AgentReply("Triage", "More")], usage=ModelUsage("Triage", None, 30, 2)
     )
     assert after is not None
     assert (after.model_calls, after.prompt_tokens, after.completion_tokens) == (2, 150, 10)
@@ -177,7 +181,7 @@ async def test_usage_is_recorded_with_the_reply_and_totalled(any_store: Any) -> 
 
 
 async def test_a_version_1_database_migrates_and_keeps_its_data(db_path: Path) -> None:
-    version_1 = migrations()[0][1]
+    version_1 = migrations("schema.sql")[0][1]
     with sqlite3.connect(db_path) as raw:
         raw.executescript(version_1)
         raw.execute(
@@ -187,8 +191,8 @@ async def test_a_version_1_database_migrates_and_keeps_its_data(db_path: Path) -
         )
         raw.execute("INSERT INTO items VALUES (1, 1, 'user', NULL, '{\"text\": \"old\"}', 1.0)")
         raw.execute("PRAGMA user_version = 1")
-    async with SQLiteStore(db_path) as store:
-        assert await store.schema_version() == migrations()[-1][0] >= 2
+    async with sqlite_store(db_path) as store:
+        assert await store.schema_version() == migrations("schema.sql")[-1][0] >= 2
         session = await store.find_session(SessionKey("slack", "C", "T"))
         assert session is not None
         assert (session.active_agent, session.model_calls, session.prompt_tokens) == (
@@ -205,8 +209,8 @@ async def test_a_database_locked_by_another_process_is_retried_not_surfaced(
     import asyncio
     import threading
 
-    async with SQLiteStore(db_path, busy_timeout_ms=50) as store:
-        session = await store.open_session(KEY, "shop", "Triage")
+    async with sqlite_store(db_path, busy_timeout_ms=50) as store:
+        session = await open_session(store, KEY, "shop", "Triage")
         locked, release = threading.Event(), threading.Event()
 
         def hold_the_write_lock() -> None:
@@ -221,28 +225,30 @@ async def test_a_database_locked_by_another_process_is_retried_not_surfaced(
         holder.start()
         await asyncio.to_thread(locked.wait, 5)
         asyncio.get_running_loop().call_later(0.4, release.set)  # longer than busy_timeout
-        stored = await store.append(session.id, [UserTurn("written despite the lock")])
+        stored = await append(store, session.id, [UserTurn("written despite the lock")])
         await asyncio.to_thread(holder.join, 5)
     assert stored is not None and stored.item_count == 1
 
 
 async def test_cases_and_moderation(any_store: Any) -> None:
     store = any_store
-    session = await store.open_session(KEY, "shop", "Fraud")
-    await store.append(session.id, [UserTurn("refund!")], open_case=("Fraud", "third claim"))
+    session = await open_session(store, KEY, "shop", "Fraud")
+    await append(store, session.id, [UserTurn("refund!")], open_case=("Fraud", "third claim"))
     case = (await store.cases(session_id=session.id))[0]
     assert (case.key, case.agent, case.reason, case.status) == (KEY, "Fraud", "third claim", "open")
-    done = await store.moderate(
-        case.id,
-        "approve",
-        "mod-1",
-        expect=("open",),
-        status="approved",
-        taken_over_by="mod-1",
-        items=[Notice("approved")],
+    done = await store.decide(
+        Decision(
+            case.id,
+            "approve",
+            "mod-1",
+            expect=("open",),
+            status="approved",
+            holder=Holder("mod-1"),
+            items=(Notice("approved"),),
+        )
     )
     assert done is not None and (done.status, done.moderator) == ("approved", "mod-1")
-    assert await store.moderate(case.id, "approve", "mod-2", expect=("open",)) is None
+    assert await store.decide(Decision(case.id, "approve", "mod-2", expect=("open",))) is None
     assert [(a.action, a.actor) for a in await store.case_actions(case.id)] == [
         ("approve", "mod-1")
     ]
@@ -255,22 +261,19 @@ async def test_cases_and_moderation(any_store: Any) -> None:
 
 async def test_the_outbox_delivers_in_order_and_marks_once(any_store: Any) -> None:
     store = any_store
-    session = await store.open_session(KEY, "shop", "Triage")
+    session = await open_session(store, KEY, "shop", "Triage")
     posts = [
         {"kind": "reply", "text": f"p{i}", "agent": None, "persona": ["T", None, None]}
         for i in range(3)
     ]
-    await store.append(session.id, [AgentReply("Triage", "x")], posts=posts)
+    await append(store, session.id, [AgentReply("Triage", "x")], posts=posts)
     assert [o.body["text"] for o in await store.unsent(session.id)] == ["p0", "p1", "p2"]
     await store.mark_sent(session.id, 1)
     await store.mark_failed(session.id, "down", retry_at=10**12)
     unsent = await store.unsent(session.id)
     assert [(o.body["text"], o.attempts) for o in unsent] == [("p1", 1), ("p2", 0)]
     assert [o.body["text"] for o in await store.due(now=10**11)] == ["p2"]
-    received = await store.receive(
-        KEY, UserTurn("hi"), event=None, workflow="shop", start_agent="Triage", may_open=False
-    )
-    assert received.backlog
+    assert await store.has_unsent(session.id)
     await store.mark_sent(session.id, 2)
     assert await store.unsent(session.id) == []
 
@@ -278,18 +281,18 @@ async def test_the_outbox_delivers_in_order_and_marks_once(any_store: Any) -> No
 async def test_the_thread_lease_orders_two_processes(tmp_path: Path) -> None:
     import asyncio
 
-    from bot.store.postgres import PostgresStore
+    from bot.store import postgres_store
     from tests.store.conftest import POSTGRES_DSN, drop_schema, postgres_schema
 
     schema = await postgres_schema()
     try:
         async with (
-            PostgresStore(POSTGRES_DSN, schema=schema) as first,
-            PostgresStore(POSTGRES_DSN, schema=schema) as second,
+            postgres_store(POSTGRES_DSN, schema=schema) as first,
+            postgres_store(POSTGRES_DSN, schema=schema) as second,
         ):
             order: list[str] = []
 
-            async def turn(store: PostgresStore, name: str, hold: float) -> None:
+            async def turn(store: Store, name: str, hold: float) -> None:
                 async with store.thread_lock(KEY):
                     order.append(f"{name} in")
                     await asyncio.sleep(hold)
@@ -309,16 +312,21 @@ async def test_the_thread_lease_orders_two_processes(tmp_path: Path) -> None:
 
 async def test_migrate_copies_every_conversation_into_postgres(tmp_path: Path) -> None:
     from bot.cli import main
-    from bot.store.postgres import PostgresStore
+    from bot.store import postgres_store
     from tests.store.conftest import POSTGRES_DSN, drop_schema, postgres_schema
 
     source = tmp_path / "old.db"
-    async with SQLiteStore(source) as old:
-        session = await old.open_session(KEY, "shop", "Fraud")
-        await old.append(
-            session.id, [UserTurn("refund")], event=("slack", "Ev1"), open_case=("Fraud", "why")
+    async with sqlite_store(source) as old:
+        session = await open_session(old, KEY, "shop", "Fraud")
+        await append(
+            old,
+            session.id,
+            [UserTurn("refund")],
+            event=("slack", "Ev1"),
+            open_case=("Fraud", "why"),
         )
-        await old.append(
+        await append(
+            old,
             session.id,
             [AgentReply("Fraud", "Reviewing.")],
             usage=ModelUsage("Fraud", "m", 10, 2),
@@ -338,17 +346,17 @@ async def test_migrate_copies_every_conversation_into_postgres(tmp_path: Path) -
         import asyncio
 
         assert await asyncio.to_thread(main, ["migrate", "--from", str(source), "--to", url]) == 0
-        async with PostgresStore(POSTGRES_DSN, schema=schema) as new:
+        async with postgres_store(POSTGRES_DSN, schema=schema) as new:
             moved = await new.find_session(KEY)
             assert moved is not None and moved.id == session.id and moved.model_calls == 1
             assert [e.item for e in await new.entries(moved.id)] == [
                 UserTurn("refund"),
                 AgentReply("Fraud", "Reviewing."),
             ]
-            assert await new.seen_event("slack", "Ev1")
+            assert await new.seen_event(EventId("slack", "Ev1"))
             assert [c.reason for c in await new.cases()] == ["why"]
             assert [o.body["text"] for o in await new.unsent(moved.id)] == ["Reviewing."]
-            fresh = await new.open_session(SessionKey("x", "y", "z"), "shop", "Triage")
+            fresh = await open_session(new, SessionKey("x", "y", "z"), "shop", "Triage")
             assert fresh.id > moved.id  # sequences continue after the copied ids
         # A second run refuses to mix into a database that holds conversations.
         assert await asyncio.to_thread(main, ["migrate", "--from", str(source), "--to", url]) == 1

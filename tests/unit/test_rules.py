@@ -24,7 +24,7 @@ from bot.engine import (
     handoff_tool_name,
 )
 from bot.models import ModelError, ToolCall
-from bot.models.scripted import ScriptedModel, call, calls, say
+from bot.testing import ScriptedModel, call, calls, say
 from tests.helpers import ORDERS, RETURNS, TRIAGE, kinds, run_turn, shop
 
 
@@ -173,7 +173,7 @@ async def test_reply_without_handoff_ends_the_turn() -> None:
     model = ScriptedModel([say("Hello! What can I do for you?")])
     events, _ = await run_turn(shop().build(), model, "hi")
     assert kinds(events) == ["ModelCalled", "AgentMessage", "AwaitingUser"]
-    assert model.remaining == 0 and len(model.requests) == 1
+    assert model.remaining == 0 and model.calls == 1
 
 
 # Rule: terminal agents -- no outbound edges, so no handoff tool and every handoff refused.
@@ -238,7 +238,7 @@ async def test_non_autonomous_agents_still_wait_for_the_user() -> None:
     workflow = shop().with_autonomous_mode(agents=[RETURNS]).build()
     model = ScriptedModel([say("Hello.")])
     events, _ = await run_turn(workflow, model, "hi")
-    assert kinds(events)[-1] == "AwaitingUser" and len(model.requests) == 1
+    assert kinds(events)[-1] == "AwaitingUser" and model.calls == 1
 
 
 # Rule: termination -- a condition over the transcript closes the conversation.
@@ -265,7 +265,7 @@ async def test_loop_guard_stops_ping_pong_handoffs() -> None:
     stop = events[-1]
     assert isinstance(stop, TurnStopped) and stop.cause == "max_handoffs"
     assert "stopped here" in stop.notice.text
-    assert len(model.requests) == 6
+    assert model.calls == 6
     last = [item for item in items if isinstance(item, ToolOutcome)][-1]
     assert last.is_error and "handoff limit" in last.content
 
@@ -274,7 +274,7 @@ async def test_loop_guard_caps_model_calls() -> None:
     workflow = shop().with_limits(max_handoffs=5, max_model_calls=4).build()
     model = ScriptedModel([call("nonexistent_tool") for _ in range(10)])
     events, _ = await run_turn(workflow, model, "go")
-    assert len(model.requests) == 4
+    assert model.calls == 4
     assert isinstance(events[-1], TurnStopped) and events[-1].cause == "max_model_calls"
 
 

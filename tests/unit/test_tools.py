@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.engine import Agent, HandoffBuilder, ToolCalled, function_tool
-from bot.models.scripted import ScriptedModel, call, say
+from bot.testing import ScriptedModel, call, say
 from tests.helpers import run_turn
 
 

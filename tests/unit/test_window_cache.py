@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.engine import UserTurn
 from bot.service.window import WindowCache
-from bot.store import Entry
+from bot.store.values import Entry
 
 
 def entries(*texts: str, start: int = 1) -> list[Entry]:

@@ -1,0 +1,211 @@
+"""Slack as a `Platform`: posts under personas, placeholders, review cards, moderators' rights.
+
+Rights are checked for every click: the clicker must be listed in SLACK_MODERATOR_IDS or be a
+member of the moderators' channel (read once a minute).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adapters.text import escape_slack, split_text
+from bot.engine.agents import Persona
+from bot.service import CaseCard, Click, Post
+from bot.store.values import SessionKey
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+POST_LIMIT = 3900
+DM_THREAD = "dm"
+WORKING_TEXT = "_working on it…_"
+MEMBERS_TTL_S = 60.0
+_BUTTONS: dict[str, tuple[str, str | None]] = {
+    "approve": ("Approve", "primary"),
+    "reject": ("Reject", "danger"),
+    "takeover": ("Take over", None),
+    "handback": ("Hand back", None),
+    "close": ("Close", None),
+}
+
+
+def card_blocks(card: CaseCard, link: str | None) -> list[dict[str, Any]]:
+    """The card: title, reason, link to the thread, an excerpt, and the buttons still useful."""
+    case = card.case
+    lines = [f"*{escape_slack(card.title)}*"]
+    if case.reason:
+        lines.append(f"Reason: {escape_slack(case.reason)}")
+    if case.moderator:
+        lines.append(f"Last action by <@{case.moderator}>")
+    if link:
+        lines.append(f"<{link}|Open the conversation>")
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}}
+    ]
+    if card.excerpt:
+        excerpt = "\n".join(f"> {escape_slack(line)}" for line in card.excerpt)
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": excerpt}]})
+    buttons = []
+    for action in card.actions:
+        label, style = _BUTTONS[action]
+        button: dict[str, Any] = {
+            "type": "button",
+            "action_id": f"case_{action}",
+            "text": {"type": "plain_text", "text": label},
+            "value": str(case.id),
+        }
+        if style:
+            button["style"] = style
+        buttons.append(button)
+    if buttons:
+        blocks.append({"type": "actions", "block_id": f"case-{case.id}", "elements": buttons})
+    return blocks
+
+
+class SlackPlatform:
+    """Posts into Slack threads under agent personas, and cards into the moderators' channel."""
+
+    name = PLATFORM
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        moderator_channel: str | None = None,
+        moderator_ids: frozenset[str] = frozenset(),
+    ) -> None:
+        self.client = client
+        self.moderator_channel = moderator_channel
+        self.moderator_ids = moderator_ids
+        self._members: tuple[float, frozenset[str]] = (0.0, frozenset())
+        self._placeholders: dict[str, Persona] = {}  # placeholder ts -> the persona it shows
+
+    async def send(self, key: SessionKey, post: Post) -> str | None:
+        """Post one reply, handoff line, notice or placeholder, split to fit and escaped."""
+        if post.kind == "working":
+            response = await self._send(key, WORKING_TEXT, post.persona)
+            self._placeholders[str(response["ts"])] = post.persona
+            return str(response["ts"])
+        text = escape_slack(post.text)
+        if post.kind == "notice":
+            text = f"_{text}_"
+        chunks = split_text(text, POST_LIMIT) or ["…"]
+        first: str | None = None
+        if post.replaces:
+            # An update keeps the placeholder's persona: only a reply by that persona fits.
+            shown = self._placeholders.pop(post.replaces, None)
+            same = post.kind == "reply" and shown == post.persona
+            if same and await self._update(key, post.replaces, chunks[0]):
+                first, chunks = post.replaces, chunks[1:]
+            else:
+                await self.remove(key, post.replaces)
+        for chunk in chunks:
+            extra: dict[str, Any] = {}
+            if post.kind == "handoff":
+                extra["blocks"] = [
+                    {"type": "context", "elements": [{"type": "mrkdwn", "text": chunk}]}
+                ]
+            response = await self._send(key, chunk, post.persona, **extra)
+            first = first or str(response["ts"])
+        return first
+
+    async def remove(self, key: SessionKey, ref: str) -> None:
+        self._placeholders.pop(ref, None)
+        try:
+            await self.client.chat_delete(channel=key.channel, ts=ref)
+        except SlackApiError as exc:
+            log.warning("could not remove a placeholder in %s: %s", key.channel, exc)
+
+    @contextlib.asynccontextmanager
+    async def working(self, key: SessionKey) -> AsyncIterator[None]:
+        yield  # the placeholder post says so
+
+    async def send_card(self, card: CaseCard, ref: str | None) -> str | None:
+        """Post the case's card in the moderators' channel, or update it in place."""
+        channel = self.moderator_channel
+        if channel is None:
+            log.warning("case #%d: no SLACK_MODERATOR_CHANNEL to post its card in", card.case.id)
+            return None
+        blocks = card_blocks(card, await self._link(card.case.key))
+        if ref is not None:
+            where = json.loads(ref)
+            await self.client.chat_update(
+                channel=where["channel"], ts=where["ts"], text=card.title, blocks=blocks
+            )
+            return ref
+        response = await self.client.chat_postMessage(
+            channel=channel, text=card.title, blocks=blocks, unfurl_links=False
+        )
+        return json.dumps({"channel": channel, "ts": response["ts"]})
+
+    async def is_moderator(self, click: Click) -> bool:
+        """Listed in SLACK_MODERATOR_IDS, or a member of the moderators' channel."""
+        if click.actor in self.moderator_ids:
+            return True
+        if self.moderator_channel is None:
+            return False
+        fetched, members = self._members
+        if time.monotonic() - fetched > MEMBERS_TTL_S:
+            members = await self._channel_members(self.moderator_channel)
+            self._members = (time.monotonic(), members)
+        return click.actor in members
+
+    async def tell(self, click: Click, text: str) -> None:
+        channel = (click.context or {}).get("channel", {}).get("id") or self.moderator_channel
+        if channel:
+            await self.client.chat_postEphemeral(
+                channel=channel, user=click.actor, text=escape_slack(text)
+            )
+
+    async def _send(self, key: SessionKey, text: str, persona: Persona, **extra: Any) -> Any:
+        identity: dict[str, Any] = {"username": persona.name}
+        if persona.emoji:
+            identity["icon_emoji"] = persona.emoji
+        elif persona.avatar_url:
+            identity["icon_url"] = persona.avatar_url
+        return await self.client.chat_postMessage(
+            channel=key.channel,
+            thread_ts=None if key.thread == DM_THREAD else key.thread,
+            text=text,
+            unfurl_links=False,
+            **identity,
+            **extra,
+        )
+
+    async def _update(self, key: SessionKey, ts: str, text: str) -> bool:
+        """Replace a placeholder's text; False when it is gone (then post anew)."""
+        try:
+            await self.client.chat_update(channel=key.channel, ts=ts, text=text)
+        except SlackApiError as exc:
+            log.warning("could not update a placeholder in %s: %s", key.channel, exc)
+            return False
+        return True
+
+    async def _channel_members(self, channel: str) -> frozenset[str]:
+        members: set[str] = set()
+        cursor = None
+        while True:
+            response = await self.client.conversations_members(
+                channel=channel, cursor=cursor, limit=200
+            )
+            members.update(response.get("members", []))
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return frozenset(members)
+
+    async def _link(self, key: SessionKey) -> str | None:
+        try:
+            response = await self.client.chat_getPermalink(
+                channel=key.channel, message_ts=key.thread
+            )
+        except SlackApiError:
+            return None
+        return str(response.get("permalink")) or None

@@ -1,0 +1,65 @@
+"""What the service needs of a chat platform, and what a platform hands the service.
+
+An adapter implements `Platform` and turns platform events into `IncomingMessage`s and button
+clicks into `Click`s; every conversation rule (dedupe, "end", who may act on a case, the reply
+when the store fails, which card to show) lives in the service.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.service.messages import Post
+from bot.service.moderation import CaseCard
+from bot.store.values import SessionKey
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """A person pressed a button on a case card (or typed a moderator command).
+
+    `case` is the raw case id as the platform carried it (validated by the service);
+    `context` is the platform's own payload, handed back to the adapter to check rights and
+    answer privately.
+    """
+
+    case: str
+    action: str
+    actor: str
+    context: Any = field(default=None, compare=False, repr=False)
+    agent: str | None = None  # "hand back" to this agent rather than the case's
+
+
+class Platform(Protocol):
+    """Post as a persona, show that the bot is working, post or update cards, check rights."""
+
+    name: str
+
+    async def send(self, key: SessionKey, post: Post) -> str | None:
+        """Post into the thread under the post's persona; a reference to the first message.
+
+        A `post.replaces` reference (a placeholder) is updated or removed by this post.
+        """
+        ...
+
+    async def remove(self, key: SessionKey, ref: str) -> None:
+        """Remove a message the bot posted (a placeholder nothing replaced)."""
+        ...
+
+    def working(self, key: SessionKey) -> AbstractAsyncContextManager[None]:
+        """Show that the bot is working on the thread while the context is open."""
+        ...
+
+    async def send_card(self, card: CaseCard, ref: str | None) -> str | None:
+        """Post a case card for moderators (or update the one at `ref`); its reference."""
+        ...
+
+    async def is_moderator(self, click: Click) -> bool:
+        """Whether the clicker may act on cases, by the platform's rights."""
+        ...
+
+    async def tell(self, click: Click, text: str) -> None:
+        """Answer the clicker privately (a refusal, or why nothing changed)."""
+        ...

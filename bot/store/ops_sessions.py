@@ -1,0 +1,246 @@
+"""Conversation operations: sessions, their transcript, usage, and the one write of a step."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bot.engine.transcript import Item, item_from_dict, item_to_dict, speaker
+from bot.store.ops_outbox import has_unsent, mark_sent, queue
+from bot.store.sql import Many, Op, Row, count, row, rows, to_json
+from bot.store.values import (
+    Admitted,
+    Entry,
+    EventId,
+    Holder,
+    ModelCallRecord,
+    ModelUsage,
+    NewSession,
+    Session,
+    SessionKey,
+    Status,
+    Step,
+    StoreError,
+    V,
+)
+
+SESSION_COLUMNS = (
+    "s.id, s.platform, s.channel, s.thread, s.workflow, s.active_agent, s.status, "
+    "s.item_count, s.created_at, s.updated_at, s.model_calls, s.prompt_tokens, "
+    "s.completion_tokens, s.taken_over_by"
+)
+_SESSIONS = f"SELECT {SESSION_COLUMNS} FROM sessions s"
+_RETURNING = "RETURNING " + SESSION_COLUMNS.replace("s.", "")
+_ENTRIES = "SELECT seq, created_at, kind, body FROM items WHERE session_id = ?"
+
+
+def session_from_row(found: Row | None) -> Session | None:
+    """A `Session` from a row of `SESSION_COLUMNS`."""
+    if found is None:
+        return None
+    return Session(found[0], SessionKey(found[1], found[2], found[3]), *found[4:14])
+
+
+def _entry(found: Row) -> Entry:
+    return Entry(seq=found[0], at=found[1], item=item_from_dict(found[2], json.loads(found[3])))
+
+
+def get_session(session_id: int) -> Op[Session | None]:
+    return session_from_row((yield row(f"{_SESSIONS} WHERE s.id = ?", session_id)))
+
+
+def find_session(key: SessionKey) -> Op[Session | None]:
+    """The thread's latest session, open or closed."""
+    found = yield row(
+        f"{_SESSIONS} WHERE s.platform = ? AND s.channel = ? AND s.thread = ? "
+        "ORDER BY s.id DESC LIMIT 1",
+        key.platform,
+        key.channel,
+        key.thread,
+    )
+    return session_from_row(found)
+
+
+def find_thread(thread: str, limit: int) -> Op[list[Session]]:
+    """Sessions of a thread name on any platform or channel, newest first."""
+    found = yield rows(f"{_SESSIONS} WHERE s.thread = ? ORDER BY s.id DESC LIMIT ?", thread, limit)
+    return [session for each in found if (session := session_from_row(each)) is not None]
+
+
+def list_sessions(limit: int) -> Op[list[Session]]:
+    found = yield rows(f"{_SESSIONS} ORDER BY s.updated_at DESC, s.id DESC LIMIT ?", limit)
+    return [session for each in found if (session := session_from_row(each)) is not None]
+
+
+def open_session(new: NewSession) -> Op[Session]:
+    """A new open session (the thread's unique index refuses a second open one)."""
+    now = time.time()
+    key = new.key
+    found = yield row(
+        "INSERT INTO sessions (platform, channel, thread, workflow, active_agent, created_at, "
+        f"updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) {_RETURNING}",
+        key.platform,
+        key.channel,
+        key.thread,
+        new.workflow,
+        new.agent,
+        now,
+        now,
+    )
+    session = session_from_row(found)
+    assert session is not None
+    return session
+
+
+def recent(session_id: int, limit: int) -> Op[list[Entry]]:
+    """The last `limit` entries, oldest first."""
+    found = yield rows(f"{_ENTRIES} ORDER BY seq DESC LIMIT ?", session_id, limit)
+    return [_entry(each) for each in reversed(found)]
+
+
+def first_user_entry(session_id: int) -> Op[Entry | None]:
+    found = yield row(f"{_ENTRIES} AND kind = 'user' ORDER BY seq LIMIT 1", session_id)
+    return None if found is None else _entry(found)
+
+
+def entries(session_id: int) -> Op[list[Entry]]:
+    return [_entry(each) for each in (yield rows(f"{_ENTRIES} ORDER BY seq", session_id))]
+
+
+def model_calls(session_id: int) -> Op[list[ModelCallRecord]]:
+    found = yield rows(
+        "SELECT seq, created_at, agent, model, prompt_tokens, completion_tokens FROM model_calls "
+        "WHERE session_id = ? ORDER BY seq",
+        session_id,
+    )
+    return [ModelCallRecord(each[0], each[1], ModelUsage(*each[2:6])) for each in found]
+
+
+def claim_event(event: EventId, session_id: int | None) -> Op[bool]:
+    """Claim an inbound event; False if it was claimed before."""
+    claimed = yield count(
+        "INSERT INTO inbound_events (platform, event_id, session_id, received_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        event.platform,
+        event.id,
+        session_id,
+        time.time(),
+    )
+    return bool(claimed)
+
+
+def seen_event(event: EventId) -> Op[bool]:
+    found = yield row(
+        "SELECT 1 FROM inbound_events WHERE platform = ? AND event_id = ?", event.platform, event.id
+    )
+    return found is not None
+
+
+def admit(
+    key: SessionKey, event: EventId | None, decide: Callable[[Session | None], V]
+) -> Op[Admitted[V] | None]:
+    """Read the thread's session, let `decide` (the service's rules, a pure function) say what
+    to write, and write it, all in one transaction; None if `event` was claimed before."""
+    if event is not None and (yield from seen_event(event)):
+        return None
+    found = yield from find_session(key)
+    verdict = decide(found)
+    step = verdict.step
+    if step is None:
+        return Admitted(verdict, found)
+    if step.session_id is None and step.opens is None:
+        claimed = step.event is None or (yield from claim_event(step.event, None))
+        return Admitted(verdict, found, duplicate=not claimed)
+    stored = yield from commit(step)
+    if stored is None:
+        return Admitted(verdict, found, duplicate=True)
+    return Admitted(verdict, stored, backlog=(yield from has_unsent(stored.id)))
+
+
+def commit(step: Step) -> Op[Session | None]:
+    """Apply one `Step` (see its docstring); None, changing nothing, for a claimed event."""
+    if step.event is not None and not (yield from claim_event(step.event, step.session_id)):
+        return None
+    session_id = step.session_id
+    if step.opens is not None:
+        session_id = (yield from open_session(step.opens)).id
+    if session_id is None:
+        raise StoreError("a step names no session and opens none")
+    session = yield from append(
+        session_id, step.items, step.agent, step.status, step.holder, step.usage
+    )
+    if step.case is not None:
+        now = time.time()
+        yield count(
+            "INSERT INTO cases (session_id, agent, reason, opened_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            session_id,
+            step.case.agent,
+            step.case.reason,
+            now,
+            now,
+        )
+    yield from mark_sent(session_id, step.delivered)
+    yield from queue(session_id, step.posts)
+    return session
+
+
+def append(
+    session_id: int,
+    items: Sequence[Item],
+    agent: str | None = None,
+    status: Status | None = None,
+    holder: Holder | None = None,
+    usage: ModelUsage | None = None,
+) -> Op[Session]:
+    """Append items after the session's last one and update the session, in the caller's write."""
+    now = time.time()
+    calls, prompt, completion = (
+        (1, usage.prompt_tokens, usage.completion_tokens) if usage is not None else (0, 0, 0)
+    )
+    holder_sql = ", taken_over_by = ?" if holder is not None else ""
+    holder_args: tuple[Any, ...] = (holder.moderator,) if holder is not None else ()
+    found = yield row(
+        "UPDATE sessions SET item_count = item_count + ?, "
+        "active_agent = coalesce(?, active_agent), status = coalesce(?, status), "
+        "model_calls = model_calls + ?, prompt_tokens = prompt_tokens + ?, "
+        f"completion_tokens = completion_tokens + ?, updated_at = ?{holder_sql} WHERE id = ? "
+        f"{_RETURNING}",
+        len(items),
+        agent,
+        status,
+        calls,
+        prompt,
+        completion,
+        now,
+        *holder_args,
+        session_id,
+    )
+    session = session_from_row(found)
+    if session is None:
+        raise StoreError(f"append failed: no session {session_id}")
+    first = session.item_count - len(items) + 1
+    if items:
+        yield Many(
+            "INSERT INTO items (session_id, seq, kind, agent, body, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (session_id, first + i, item.kind, speaker(item), to_json(item_to_dict(item)), now)
+                for i, item in enumerate(items)
+            ],
+        )
+    if usage is not None:
+        yield count(
+            "INSERT INTO model_calls (session_id, seq, agent, model, prompt_tokens, "
+            "completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            session_id,
+            first,
+            usage.agent,
+            usage.model,
+            prompt,
+            completion,
+            now,
+        )
+    return session
