@@ -179,9 +179,15 @@ def _build(spec: WorkflowSpec, default_name: str) -> Workflow:
 def _agent(index: int, spec: AgentSpec, problems: list[Problem]) -> Agent:
     tools: list[FunctionTool] = []
     for position, dotted in enumerate(spec.tools):
-        function = _import(dotted, f"agents[{index}].tools[{position}]", problems)
-        if function is not None:
+        where = f"agents[{index}].tools[{position}]"
+        function = _import(dotted, where, problems)
+        if function is None:
+            continue
+        try:
             tools.append(function_tool(function))
+        except TypeError as exc:
+            message, _, fix = str(exc).partition("; ")
+            problems.append(Problem(where, message, fix or "see the README's tool rules"))
     persona = None
     if spec.persona is not None:
         persona = Persona(

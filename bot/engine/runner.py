@@ -20,6 +20,7 @@ steps leaves a consistent transcript.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -138,7 +139,7 @@ class Runner:
                     autonomy = workflow.autonomy.get(agent)
                     done = continuations.get(agent, 0)
                     if autonomy is None or done >= autonomy.turn_limit:
-                        if not self._terminated(items):
+                        if not await self._terminated(items):
                             yield AwaitingUser(agent)
                             return
                     else:
@@ -146,7 +147,7 @@ class Runner:
                         prompt = ContinuationPrompt(agent, autonomy.prompt)
                         items.append(prompt)
                         yield Continued(agent, prompt)
-            if self._terminated(items):
+            if await self._terminated(items):
                 yield Closed(agent)
                 return
 
@@ -230,9 +231,15 @@ class Runner:
             )
         return ToolOutput(text, is_error=True)
 
-    def _terminated(self, items: Sequence[Item]) -> bool:
+    async def _terminated(self, items: Sequence[Item]) -> bool:
+        """Whether the termination condition holds (a coroutine function's result is awaited)."""
         condition = self.workflow.termination
-        return condition is not None and bool(condition(items))
+        if condition is None:
+            return False
+        verdict = condition(items)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        return bool(verdict)
 
 
 def _instructions(workflow: Workflow, agent: str) -> str:

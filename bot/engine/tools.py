@@ -1,11 +1,15 @@
 """Ordinary function tools: Python callables the model may call with JSON arguments.
 
-Arguments are validated with pydantic from the function's type hints. Bad JSON, bad arguments and
-exceptions raised by the function all become an error result the model reads; none crashes a turn.
+Arguments are validated with pydantic from the function's type hints. Bad JSON, bad arguments,
+exceptions raised by the function and a call that overruns its timeout all become an error result
+the model reads; none crashes a turn. A plain (sync) function runs in a worker thread, so a slow
+one never blocks the event loop: other threads' turns, Slack's pings and Discord's heartbeat go on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -20,6 +24,7 @@ from bot.models.base import ToolSpec
 log = logging.getLogger(__name__)
 
 ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]
+DEFAULT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,7 @@ class FunctionTool:
     description: str
     function: ToolFunction = field(compare=False)
     arguments_model: Any = field(compare=False, repr=False)
+    timeout: float = DEFAULT_TIMEOUT_S
 
     @property
     def spec(self) -> ToolSpec:
@@ -64,16 +70,30 @@ class FunctionTool:
                 for err in exc.errors()
             )
             return ToolOutput(f"Error: invalid arguments for {self.name}: {details}.", True)
+        arguments_given = {name: getattr(parsed, name) for name in type(parsed).model_fields}
         try:
-            result = self.function(
-                **{name: getattr(parsed, name) for name in type(parsed).model_fields}
+            result = await asyncio.wait_for(self._call(arguments_given), self.timeout)
+        except TimeoutError:
+            log.warning("tool %s did not finish within %.0fs", self.name, self.timeout)
+            return ToolOutput(
+                f"Error: {self.name} did not finish within {self.timeout:g} seconds.", True
             )
-            if inspect.isawaitable(result):
-                result = await result
         except Exception as exc:
             log.warning("tool %s raised %s", self.name, type(exc).__name__)
             return ToolOutput(f"Error: {self.name} failed: {type(exc).__name__}: {exc}", True)
         return ToolOutput(_as_text(result))
+
+
+    async def _call(self, arguments: dict[str, Any]) -> Any:
+        """Await a coroutine function; run anything else in a worker thread.
+
+        A thread that overruns the timeout cannot be stopped: it finishes on its own, and its
+        result is dropped.
+        """
+        if inspect.iscoroutinefunction(self.function):
+            return await self.function(**arguments)
+        result = await asyncio.to_thread(functools.partial(self.function, **arguments))
+        return await result if inspect.isawaitable(result) else result
 
 
 def _as_text(result: Any) -> str:
@@ -85,14 +105,30 @@ def _as_text(result: Any) -> str:
         return str(result)
 
 
-def function_tool(function: ToolFunction, *, name: str | None = None) -> FunctionTool:
-    """Wrap a Python function as a tool; its docstring's first paragraph is the description."""
-    signature = inspect.signature(function)
-    hints = inspect.get_annotations(function, eval_str=True)
+def function_tool(
+    function: ToolFunction, *, name: str | None = None, timeout: float = DEFAULT_TIMEOUT_S
+) -> FunctionTool:
+    """Wrap a Python function as a tool; its docstring's first paragraph is the description.
+
+    Raise `TypeError`, naming the function and the fix, for what cannot be offered to a model:
+    `*args`/`**kwargs`, or a type hint that cannot be resolved.
+    """
+    label = getattr(function, "__qualname__", repr(function))
+    try:
+        signature = inspect.signature(function)
+        hints = inspect.get_annotations(function, eval_str=True)
+    except (NameError, SyntaxError, TypeError, ValueError) as exc:
+        raise TypeError(
+            f"tool {label}: its signature or type hints cannot be read ({type(exc).__name__}: "
+            f"{exc}); import every type the hints name, at module level"
+        ) from None
     fields: dict[str, Any] = {}
     for param in signature.parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise TypeError(f"tool {function.__name__}: *args and **kwargs are not supported")
+            raise TypeError(
+                f"tool {label}: *args and **kwargs cannot be offered to a model; "
+                "name each argument, with a type hint"
+            )
         annotation = hints.get(param.name, Any)
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (annotation, default)
@@ -107,6 +143,7 @@ def function_tool(function: ToolFunction, *, name: str | None = None) -> Functio
         description=doc.split("\n\n")[0].replace("\n", " "),
         function=function,
         arguments_model=model,
+        timeout=timeout,
     )
 
 

@@ -8,7 +8,7 @@ file too. For the builder, `handoffs[i]` is the i-th `add_handoff` call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -19,7 +19,7 @@ from bot.engine.transcript import Item
 
 log = logging.getLogger(__name__)
 
-TerminationCondition = Callable[[Sequence[Item]], bool]
+TerminationCondition = Callable[[Sequence[Item]], bool | Awaitable[bool]]
 AgentRef = Agent | str
 
 DEFAULT_CONTINUATION = (
@@ -195,7 +195,15 @@ class HandoffBuilder:
             problems.append(Problem("agents", "no agents declared", "declare at least one agent"))
         for index, agent in enumerate(self._participants):
             where = f"agents[{index}].name"
-            if not agent.name.strip():
+            if not isinstance(agent, Agent):
+                problems.append(
+                    Problem(
+                        f"agents[{index}]",
+                        f"is a {type(agent).__name__}, not an Agent",
+                        "pass Agent(name, instructions, ...) for every participant",
+                    )
+                )
+            elif not agent.name.strip():
                 problems.append(Problem(where, "is empty", "give every agent a name"))
             elif agent.name in agents:
                 problems.append(
@@ -349,7 +357,7 @@ def _unreachable(
 
 
 def _name(agent: AgentRef) -> str:
-    return agent if isinstance(agent, str) else agent.name
+    return agent if isinstance(agent, str) else str(getattr(agent, "name", agent))
 
 
 def _list(agents: Iterable[str]) -> str:

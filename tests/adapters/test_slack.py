@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -193,6 +194,33 @@ async def test_end_closes_and_a_new_mention_starts_afresh(slack: SlackServer, st
         "Triage here",
     ]
     assert model.calls == 2
+
+
+@pytest.mark.parametrize("retry", [False, True])
+async def test_the_end_pair_and_its_retry_close_once_and_open_nothing(
+    slack: SlackServer, store: Store, retry: bool
+) -> None:
+    """One "@bot end" in a thread arrives as `app_mention` and as `message` (one `ts`), and a
+    retry may repeat it: one "ended" reply, and no new conversation about "end"."""
+    model = ScriptedModel(respond=lambda request: say(f"{request.agent} here"))
+    async with SlackBot(slack, store, model):
+        mention = user_message(MENTION, kind="app_mention")
+        thread = mention["ts"]
+        await slack.push(mention)
+        await slack.wait_for(lambda: len(replies(slack)) == 1)
+        end = user_message(f"<@{BOT_USER}> end", thread_ts=thread, kind="app_mention")
+        await slack.push(end, event_id="Ev-end-1")
+        await slack.push({**end, "type": "message"}, event_id="Ev-end-2")
+        if retry:
+            await slack.push(end, event_id="Ev-end-1", retry=1)
+        await slack.wait_for(lambda: len(replies(slack)) == 2)
+        await asyncio.sleep(0.3)  # time for a wrong third reply to show
+    assert [text for _, text, _ in replies(slack)] == [
+        "Triage here",
+        "_Conversation ended. Your next message to me starts a new one._",
+    ]
+    assert model.calls == 1
+    assert [s.status for s in await store.find_thread(thread)] == ["closed"]
 
 
 def test_translation_strips_the_bot_mention_and_keys_on_channel_and_ts() -> None:

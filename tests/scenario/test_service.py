@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
 
-from bot.engine import AgentReply, Notice, UserTurn
+from bot.engine import Agent, AgentReply, HandoffBuilder, Notice, UserTurn
 from bot.engine.loader import load_workflow
 from bot.models import ModelReply, ModelRequest
 from bot.service import ConversationService, IncomingMessage, WindowBudget
@@ -274,3 +275,32 @@ async def test_handoff_lines_can_be_hidden(store: Store, hidden: bool) -> None:
     service = ConversationService(ECOMMERCE, canonical(), store, show_handoffs=not hidden)
     result = await service.handle(msg("return please"))
     assert ("handoff" in [p.kind for p in result.posts]) is not hidden
+
+
+async def test_a_blocking_tool_does_not_hold_up_other_threads(store: Store) -> None:
+    """A sync tool runs in a worker thread: while one thread waits on it, another is answered."""
+    release = threading.Event()
+
+    def lookup_order(order_id: int) -> str:
+        """Look up an order (a blocking call, as many real clients make)."""
+        release.wait(10)
+        return f"order {order_id}: shipped"
+
+    returns = Agent("Returns", "Help with orders.", tools=(lookup_order,))
+    workflow = HandoffBuilder(participants=[returns]).with_start_agent(returns).build()
+
+    def respond(request: ModelRequest) -> ModelReply:
+        last = request.messages[-1]
+        if last.role == "tool":
+            return say(f"Found it: {last.content}.")
+        if "order" in (last.content or ""):
+            return call("lookup_order", {"order_id": 42})
+        return say("Hello!")
+
+    service = ConversationService(workflow, ScriptedModel(respond=respond), store)
+    slow = asyncio.create_task(service.handle(msg("where is order 42?", "t-slow")))
+    await asyncio.sleep(0.05)
+    other = await asyncio.wait_for(service.handle(msg("hi", "t-other")), timeout=5)
+    assert other.posts[0].text == "Hello!" and not slow.done()
+    release.set()
+    assert (await slow).posts[-1].text == "Found it: order 42: shipped."

@@ -116,6 +116,12 @@ BAD: list[tuple[str, Callable[[], HandoffBuilder], str]] = [
         "Fix: set a positive number of turns",
     ),
     (
+        "a participant that is not an Agent",
+        lambda: HandoffBuilder(participants=[TRIAGE, "Returns"]).with_start_agent(TRIAGE),  # type: ignore[list-item]
+        "agents[1]: is a str, not an Agent. "
+        "Fix: pass Agent(name, instructions, ...) for every participant",
+    ),
+    (
         "loop guard of zero",
         lambda: (
             HandoffBuilder(participants=[TRIAGE])

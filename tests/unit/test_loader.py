@@ -146,11 +146,37 @@ BAD_YAML = [
         "agents[1].tools[0]: cannot import 'nowhere.module.func' (ModuleNotFoundError",
     ),
     (
+        MINIMAL.replace(
+            "    instructions: Refund.",
+            "    instructions: Refund.\n    tools: [tests.unit.test_loader.takes_anything]",
+        ),
+        "agents[1].tools[0]: tool takes_anything: *args and **kwargs cannot be offered to a "
+        "model. Fix: name each argument, with a type hint",
+    ),
+    (
+        MINIMAL.replace(
+            "    instructions: Refund.",
+            "    instructions: Refund.\n    tools: [tests.unit.test_loader.mystery_hint]",
+        ),
+        "agents[1].tools[0]: tool mystery_hint: its signature or type hints cannot be read "
+        "(NameError: name 'Undeclared' is not defined). Fix: import every type the hints name",
+    ),
+    (
         MINIMAL.replace("    to: [Returns]", "    to: [Returns\n  oops: ]"),
         "line 11, column 7: expected ',' or ']', but got ':'. Fix: fix the YAML syntax",
     ),
     ("- just\n- a list\n", "file: is not a mapping of workflow fields"),
 ]
+
+
+def takes_anything(*args: str) -> str:
+    """A function no model can call: its arguments have no names."""
+    return ""
+
+
+def mystery_hint(order: Undeclared) -> str:  # type: ignore[name-defined]  # noqa: F821
+    """A function whose type hint names a type nobody imported."""
+    return ""
 
 
 @pytest.mark.parametrize(("text", "message"), BAD_YAML)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -251,6 +252,25 @@ async def test_termination_condition_closes_the_conversation() -> None:
     events, _ = await run_turn(workflow, model, "thanks")
     assert kinds(events) == ["ModelCalled", "AgentMessage", "Closed"]
     assert events[-1] == Closed("Triage")
+
+
+@pytest.mark.parametrize("closes", [False, True])
+async def test_an_async_termination_condition_is_awaited(closes: bool) -> None:
+    """A coroutine function is awaited: a coroutine object is truthy, so using it as a bool would
+    close the conversation after the first step, before the handoff's target answers."""
+    checked: list[int] = []
+
+    async def condition(items: object) -> bool:
+        await asyncio.sleep(0)
+        checked.append(len(items))  # type: ignore[arg-type]
+        return closes and any(isinstance(i, AgentReply) and i.text for i in items)  # type: ignore[attr-defined]
+
+    workflow = shop().with_termination_condition(condition).build()
+    model = ScriptedModel([call("handoff_to_Returns", {}), say("Returns here.")])
+    events, _ = await run_turn(workflow, model, "return please")
+    assert model.agents_called() == ["Triage", "Returns"]  # the target answered either way
+    assert kinds(events)[-1] == ("Closed" if closes else "AwaitingUser")
+    assert checked  # it was asked, after every step
 
 
 # Rule: loop guard -- at most N handoffs and M model calls per user turn.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from bot.engine import Agent, HandoffBuilder, ToolCalled, function_tool
@@ -64,7 +66,7 @@ def test_variadic_functions_are_refused() -> None:
     def anything(*args: int) -> None:
         """Nope."""
 
-    with pytest.raises(TypeError, match=r"\*args and \*\*kwargs are not supported"):
+    with pytest.raises(TypeError, match=r"\*args and \*\*kwargs cannot be offered to a model"):
         function_tool(anything)
 
 
@@ -78,3 +80,18 @@ async def test_a_failing_tool_does_not_crash_the_turn() -> None:
     assert [t.name for t in model.requests[0].tools] == ["broken"]
     tool_message = model.requests[1].messages[-1]
     assert tool_message.role == "tool" and "database offline" in (tool_message.content or "")
+
+
+async def test_a_call_that_overruns_its_timeout_is_an_error_result() -> None:
+    release = threading.Event()
+
+    def stuck(order_id: int) -> str:
+        """Never answers in time (a blocking client with no timeout of its own)."""
+        release.wait(5)
+        return "late"
+
+    try:
+        output = await function_tool(stuck, timeout=0.1).invoke('{"order_id": 1}')
+    finally:
+        release.set()
+    assert output.is_error and output.content == "Error: stuck did not finish within 0.1 seconds."
