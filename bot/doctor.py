@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -140,15 +141,11 @@ async def _model(settings: Settings) -> Finding:
 
 async def _slack(settings: Settings) -> Finding:
     assert settings.slack_bot_token is not None
-    base = (settings.slack_api_url or "https://slack.com/api/").rstrip("/")
+    base = settings.slack_api_url or "https://slack.com/api/"
     token = settings.slack_bot_token.get_secret_value()
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"{base}/auth.test", headers={"Authorization": f"Bearer {token}"}) as response,
-    ):
-        data = await response.json(content_type=None) if response.status == 200 else {}
+    status, data = await _api("POST", base, "auth.test", f"Bearer {token}")
     if not data.get("ok"):
-        reason = data.get("error") or f"HTTP {response.status}"
+        reason = data.get("error") or f"HTTP {status}"
         return Finding(False, "slack", f"SLACK_BOT_TOKEN was refused ({reason})")
     mode = "Socket Mode" if settings.slack_app_token else "HTTP events"
     return Finding(True, "slack", f"signed in as {data.get('user')} in {data.get('team')}, {mode}")
@@ -156,16 +153,23 @@ async def _slack(settings: Settings) -> Finding:
 
 async def _discord(settings: Settings) -> Finding:
     assert settings.discord_token is not None
-    base = (settings.discord_api_url or "https://discord.com/api/v10").rstrip("/")
+    base = settings.discord_api_url or "https://discord.com/api/v10"
     token = settings.discord_token.get_secret_value()
+    status, data = await _api("GET", base, "users/@me", f"Bot {token}")
+    if status != 200:
+        return Finding(False, "discord", f"DISCORD_TOKEN was refused (HTTP {status})")
+    return Finding(True, "discord", f"signed in as {data.get('username')}")
+
+
+async def _api(method: str, base: str, path: str, authorization: str) -> tuple[int, dict[str, Any]]:
+    """One platform API call: its status, and its JSON body when it answered 200."""
+    url = f"{base.rstrip('/')}/{path}"
     async with (
         aiohttp.ClientSession() as http,
-        http.get(f"{base}/users/@me", headers={"Authorization": f"Bot {token}"}) as response,
+        http.request(method, url, headers={"Authorization": authorization}) as response,
     ):
         data = await response.json(content_type=None) if response.status == 200 else {}
-    if response.status != 200:
-        return Finding(False, "discord", f"DISCORD_TOKEN was refused (HTTP {response.status})")
-    return Finding(True, "discord", f"signed in as {data.get('username')}")
+    return response.status, data if isinstance(data, dict) else {}
 
 
 def _why(exc: Exception) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -61,8 +62,10 @@ def stop_signal() -> asyncio.Event:
 async def serving(
     service: ConversationService, *, retry: float = 1.0, grace: float = 20.0
 ) -> AsyncIterator[None]:
-    """Deliver the outbox while serving; on the way out, let operations in flight finish (at
-    most `grace` seconds) and make a last delivery pass."""
+    """Say what an operator should hear, then deliver the outbox while serving; on the way out,
+    let operations in flight finish (at most `grace` seconds) and make a last delivery pass."""
+    for warning in service.warnings():
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     task = asyncio.create_task(service.poster.run(interval=min(retry, 1.0)))
     try:
         yield

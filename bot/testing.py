@@ -113,6 +113,7 @@ class RecordingPlatform:
     """
 
     name = "test"
+    cards_setting: str | None = None
 
     def __init__(self, *, moderators: Iterable[str] | None = None, refuse: int = 0) -> None:
         self.posts: list[tuple[SessionKey, Post]] = []

@@ -12,6 +12,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TextIO
 
 from bot.engine.transcript import AgentReply, UserTurn
@@ -52,6 +53,7 @@ class ConsolePlatform:
     """The terminal as a `Platform`: posts are printed; the one person there moderates."""
 
     name = PLATFORM
+    cards_setting: str | None = None  # cards are printed
 
     def __init__(self, stdout: TextIO) -> None:
         self._stdout = stdout
@@ -90,23 +92,15 @@ class ConsolePlatform:
         self.say(f"[moderators] {text}")
 
 
+@dataclass(eq=False)
 class Console:
     """Reads lines from `stdin`, sends them through the service, which prints its posts."""
 
-    def __init__(
-        self,
-        service: ConversationService,
-        platform: ConsolePlatform,
-        *,
-        thread: str,
-        stdin: TextIO,
-        prompt: bool = False,
-    ) -> None:
-        self.service = service
-        self.platform = platform
-        self.thread = thread
-        self._stdin = stdin
-        self._prompt = prompt
+    service: ConversationService
+    platform: ConsolePlatform
+    thread: str
+    stdin: TextIO
+    prompt: bool = False
 
     @property
     def key(self) -> SessionKey:
@@ -116,9 +110,9 @@ class Console:
         """The read-answer loop, until /quit or end of input."""
         await self._greet()
         while True:
-            if self._prompt:
+            if self.prompt:
                 self.platform.prompt("you> ")
-            line = await asyncio.to_thread(self._stdin.readline)
+            line = await asyncio.to_thread(self.stdin.readline)
             if not line:
                 break
             text = line.strip()

@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import re
-import sys
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -107,6 +106,7 @@ class SwitchboardClient(discord.Client):
         )
         self._connection.http = self.http
         self.config = config
+        self.cards_setting = None if config.moderator_channel else "DISCORD_MODERATOR_CHANNEL"
         self.service: ConversationService | None = None
         self.accepting = True
         self._webhooks: dict[int, tuple[int, str]] = {}
@@ -284,13 +284,6 @@ class SwitchboardClient(discord.Client):
 async def serve(service: ConversationService, client: SwitchboardClient) -> None:
     """Log in and take gateway events until cancelled; translate start-up failures."""
     config = client.config
-    if config.moderator_channel is None and any(a.review for a in service.workflow.agents.values()):
-        print(
-            "warning: DISCORD_MODERATOR_CHANNEL is not set: escalations still open cases "
-            "(`python -m bot cases`), but no card reaches moderators in Discord",
-            file=sys.stderr,
-            flush=True,
-        )
     client.attach(service)
     stop = stop_signal()
     try:

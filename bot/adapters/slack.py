@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,13 +203,6 @@ async def serve(service: ConversationService, platform: SlackPlatform, config: S
         where = config.api_url or "slack.com"
         raise SettingsError(f"cannot reach Slack at {where} ({type(exc).__name__})") from None
     log.info("slack: signed in as %s in team %s", identity.get("user"), identity.get("team"))
-    if config.moderator_channel is None and any(a.review for a in service.workflow.agents.values()):
-        print(
-            "warning: SLACK_MODERATOR_CHANNEL is not set: escalations still open cases "
-            "(`python -m bot cases`), but no card reaches moderators in Slack",
-            file=sys.stderr,
-            flush=True,
-        )
     stop = stop_signal()
     async with serving(service, retry=config.outbox_retry):
         if config.app_token:

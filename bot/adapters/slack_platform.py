@@ -85,6 +85,7 @@ class SlackPlatform:
         self.client = client
         self.moderator_channel = moderator_channel
         self.moderator_ids = moderator_ids
+        self.cards_setting = None if moderator_channel else "SLACK_MODERATOR_CHANNEL"
         self._members: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._placeholders: dict[str, Persona] = {}  # placeholder ts -> the persona it shows
 

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.engine.transcript import (
-    AgentReply,
-    ContinuationPrompt,
-    HandoffRecord,
-    Item,
-    Notice,
-    ToolOutcome,
-)
+from bot.engine import transcript as t
 from bot.models.base import Usage
 
 
@@ -20,12 +13,12 @@ class ModelCalled:
     """One model call finished for `agent`; its reply joins the transcript."""
 
     agent: str
-    reply: AgentReply
+    reply: t.AgentReply
     model: str | None = None
     usage: Usage | None = None
 
     @property
-    def records(self) -> tuple[Item, ...]:
+    def records(self) -> tuple[t.Item, ...]:
         return (self.reply,)
 
 
@@ -35,7 +28,7 @@ class AgentMessage:
 
     agent: str
     text: str
-    records: tuple[Item, ...] = ()
+    records: tuple[t.Item, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +36,10 @@ class ToolCalled:
     """`agent` called an ordinary tool (or a refused handoff); the result is recorded."""
 
     agent: str
-    outcome: ToolOutcome
+    outcome: t.ToolOutcome
 
     @property
-    def records(self) -> tuple[Item, ...]:
+    def records(self) -> tuple[t.Item, ...]:
         return (self.outcome,)
 
 
@@ -57,11 +50,11 @@ class HandoffSent:
     source: str
     target: str
     reason: str | None
-    outcome: ToolOutcome
+    outcome: t.ToolOutcome
 
     @property
-    def records(self) -> tuple[Item, ...]:
-        return (self.outcome, HandoffRecord(self.source, self.target, self.reason))
+    def records(self) -> tuple[t.Item, ...]:
+        return (self.outcome, t.HandoffRecord(self.source, self.target, self.reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +62,10 @@ class Continued:
     """Autonomous mode: `agent` is prompted to go on without the user."""
 
     agent: str
-    prompt: ContinuationPrompt
+    prompt: t.ContinuationPrompt
 
     @property
-    def records(self) -> tuple[Item, ...]:
+    def records(self) -> tuple[t.Item, ...]:
         return (self.prompt,)
 
 
@@ -81,7 +74,7 @@ class AwaitingUser:
     """The turn ended naturally; `agent` waits for the user's next message."""
 
     agent: str
-    records: tuple[Item, ...] = ()
+    records: tuple[t.Item, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +83,7 @@ class Closed:
 
     agent: str
     reason: str = "termination condition met"
-    records: tuple[Item, ...] = ()
+    records: tuple[t.Item, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +92,10 @@ class TurnStopped:
 
     agent: str
     cause: str
-    notice: Notice
+    notice: t.Notice
 
     @property
-    def records(self) -> tuple[Item, ...]:
+    def records(self) -> tuple[t.Item, ...]:
         return (self.notice,)
 
 

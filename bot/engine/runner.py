@@ -25,17 +25,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from bot.engine.events import (
-    AgentMessage,
-    AwaitingUser,
-    Closed,
-    Continued,
-    Event,
-    HandoffSent,
-    ModelCalled,
-    ToolCalled,
-    TurnStopped,
-)
+from bot.engine import events as ev
 from bot.engine.handoffs import HandoffTool, handoff_reason, looks_like_handoff
 from bot.engine.tools import ToolOutput
 from bot.engine.transcript import (
@@ -92,7 +82,7 @@ class Runner:
         self.workflow = workflow
         self.model = model
 
-    async def run(self, history: Sequence[Item], active: str | None) -> AsyncIterator[Event]:
+    async def run(self, history: Sequence[Item], active: str | None) -> AsyncIterator[ev.Event]:
         """Run one user turn over `history` (which ends with the user's message)."""
         workflow = self.workflow
         items = list(history)
@@ -102,24 +92,24 @@ class Runner:
         while True:
             if model_calls >= workflow.limits.max_model_calls:
                 log.warning("loop guard: %d model calls in one turn, stopping", model_calls)
-                yield TurnStopped(agent, "max_model_calls", Notice(LOOP_GUARD_NOTICE))
+                yield ev.TurnStopped(agent, "max_model_calls", Notice(LOOP_GUARD_NOTICE))
                 return
             try:
                 reply = await self.model.complete(self._request(agent, items))
             except ModelError as exc:
                 log.warning("model call for %s failed: %s", agent, exc)
-                yield TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
+                yield ev.TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
                 return
             model_calls += 1
             decision = self._classify(agent, reply)
             record = AgentReply(agent, reply.text or None, reply.tool_calls)
             items.append(record)
-            yield ModelCalled(agent, record, reply.model or self._model_name(agent), reply.usage)
+            yield ev.ModelCalled(agent, record, reply.model or self._model_name(agent), reply.usage)
             if reply.text and reply.text.strip():
-                yield AgentMessage(agent, reply.text)
+                yield ev.AgentMessage(agent, reply.text)
             match decision:
                 case EmptyReply():
-                    yield TurnStopped(agent, "empty_reply", Notice(EMPTY_REPLY_NOTICE))
+                    yield ev.TurnStopped(agent, "empty_reply", Notice(EMPTY_REPLY_NOTICE))
                     return
                 case ToolRound(calls=calls, handoff=accepted):
                     if accepted is not None and handoffs >= workflow.limits.max_handoffs:
@@ -127,7 +117,7 @@ class Runner:
                         for event in await self._answer(agent, calls, accepted, refuse_all=True):
                             items.extend(event.records)
                             yield event
-                        yield TurnStopped(agent, "max_handoffs", Notice(LOOP_GUARD_NOTICE))
+                        yield ev.TurnStopped(agent, "max_handoffs", Notice(LOOP_GUARD_NOTICE))
                         return
                     for event in await self._answer(agent, calls, accepted):
                         items.extend(event.records)
@@ -140,15 +130,15 @@ class Runner:
                     done = continuations.get(agent, 0)
                     if autonomy is None or done >= autonomy.turn_limit:
                         if not await self._terminated(items):
-                            yield AwaitingUser(agent)
+                            yield ev.AwaitingUser(agent)
                             return
                     else:
                         continuations[agent] = done + 1
                         prompt = ContinuationPrompt(agent, autonomy.prompt)
                         items.append(prompt)
-                        yield Continued(agent, prompt)
+                        yield ev.Continued(agent, prompt)
             if await self._terminated(items):
-                yield Closed(agent)
+                yield ev.Closed(agent)
                 return
 
     def _request(self, agent: str, items: Sequence[Item]) -> ModelRequest:
@@ -180,22 +170,24 @@ class Runner:
         accepted: tuple[ToolCall, HandoffTool] | None,
         *,
         refuse_all: bool = False,
-    ) -> list[ToolCalled | HandoffSent]:
+    ) -> list[ev.ToolCalled | ev.HandoffSent]:
         """Give every call a result, in order; the accepted handoff becomes a `HandoffSent`."""
-        events: list[ToolCalled | HandoffSent] = []
+        events: list[ev.ToolCalled | ev.HandoffSent] = []
         tools = {tool.name: tool for tool in self.workflow.agent(agent).function_tools}
         for call in calls:
             if accepted is not None and call is accepted[0] and not refuse_all:
                 target = accepted[1].target
                 outcome = ToolOutcome(agent, call.id, call.name, f"Handed off to {target}.")
-                events.append(HandoffSent(agent, target, handoff_reason(call.arguments), outcome))
+                events.append(
+                    ev.HandoffSent(agent, target, handoff_reason(call.arguments), outcome)
+                )
                 continue
             if call.name in tools:
                 output = await tools[call.name].invoke(call.arguments)
             else:
                 output = self._refusal(agent, call, accepted, refuse_all)
             outcome = ToolOutcome(agent, call.id, call.name, output.content, output.is_error)
-            events.append(ToolCalled(agent, outcome))
+            events.append(ev.ToolCalled(agent, outcome))
         return events
 
     def _refusal(

@@ -83,7 +83,6 @@ class FunctionTool:
             return ToolOutput(f"Error: {self.name} failed: {type(exc).__name__}: {exc}", True)
         return ToolOutput(_as_text(result))
 
-
     async def _call(self, arguments: dict[str, Any]) -> Any:
         """Await a coroutine function; run anything else in a worker thread.
 

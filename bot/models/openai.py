@@ -7,6 +7,7 @@ backoff; what still fails becomes a `ModelError` whose message holds no secret.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -20,23 +21,15 @@ log = logging.getLogger(__name__)
 _PLACEHOLDER_KEY = "not-needed"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OpenAIChatModel:
     """A `ChatModel` on `openai.AsyncOpenAI` (Chat Completions API)."""
 
-    def __init__(
-        self,
-        client: openai.AsyncOpenAI,
-        *,
-        model: str,
-        temperature: float | None = None,
-        parallel_tool_calls: bool | None = False,
-        tool_choice: str | None = None,
-    ) -> None:
-        self.client = client
-        self.model = model
-        self.temperature = temperature
-        self.parallel_tool_calls = parallel_tool_calls
-        self.tool_choice = tool_choice
+    client: openai.AsyncOpenAI
+    model: str
+    temperature: float | None = None
+    parallel_tool_calls: bool | None = False
+    tool_choice: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIChatModel:
@@ -49,7 +42,7 @@ class OpenAIChatModel:
             max_retries=settings.openai_max_retries,
         )
         return cls(
-            client,
+            client=client,
             model=settings.openai_model,
             temperature=settings.openai_temperature,
             parallel_tool_calls=settings.openai_parallel_tool_calls,

@@ -98,6 +98,18 @@ class ConversationService:
         self.moderation = Moderation(workflow, store, self.lanes)
         self._in_flight = 0
 
+    def warnings(self) -> list[str]:
+        """What an operator should hear at start-up: review agents with nowhere to post cards."""
+        platform = self.platform
+        if platform is None or platform.cards_setting is None:
+            return []
+        if not any(agent.review for agent in self.workflow.agents.values()):
+            return []
+        return [
+            f"{platform.cards_setting} is not set: escalations still open cases (`python -m bot "
+            f"cases`), but no card reaches moderators in {platform.name.capitalize()}"
+        ]
+
     @property
     def start_persona(self) -> Persona:
         return self.workflow.agent(self.workflow.start).display

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.service.lanes import Lanes
@@ -26,24 +27,16 @@ class PosterStore(Outbox, Leases, Protocol):
     """The parts of the store posting uses."""
 
 
+@dataclass(eq=False)
 class Poster:
     """Delivers posts to one platform, now or later from the outbox, in each thread's order."""
 
-    def __init__(
-        self,
-        platform: Platform | None,
-        store: PosterStore,
-        lanes: Lanes,
-        *,
-        backoff: float = 1.0,
-        max_backoff: float = 300.0,
-    ) -> None:
-        self.platform = platform
-        self.store = store
-        self.lanes = lanes
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self._backlog: set[int] = set()  # sessions with posts waiting for an outbox pass
+    platform: Platform | None
+    store: PosterStore
+    lanes: Lanes
+    backoff: float = 1.0
+    max_backoff: float = 300.0
+    _backlog: set[int] = field(default_factory=set)  # sessions whose posts wait for a pass
 
     def delivery(self, session_id: int, key: SessionKey, placeholder: str | None) -> Delivery:
         """One turn's posting; `placeholder` is replaced by the turn's first post."""
@@ -117,6 +110,7 @@ class Poster:
             return delivered
 
 
+@dataclass(eq=False)
 class Delivery:
     """One turn's posts: sent in order as they happen, or left queued in the outbox.
 
@@ -125,15 +119,12 @@ class Delivery:
     posts of the turn stay queued behind it for the outbox pass.
     """
 
-    def __init__(
-        self, poster: Poster, session_id: int, key: SessionKey, placeholder: str | None
-    ) -> None:
-        self.poster = poster
-        self.session_id = session_id
-        self.key = key
-        self.placeholder = placeholder
-        self.posts: list[Post] = []
-        self._delivered = 0
+    poster: Poster
+    session_id: int
+    key: SessionKey
+    placeholder: str | None
+    posts: list[Post] = field(default_factory=list)
+    _delivered: int = 0
 
     def queued(self, post: Post | None) -> Post | None:
         """The post as the outbox keeps it: the turn's first one names the placeholder."""

@@ -36,6 +36,7 @@ class Platform(Protocol):
     """Post as a persona, show that the bot is working, post or update cards, check rights."""
 
     name: str
+    cards_setting: str | None  # the setting that names where cards go, when it is not set
 
     async def send(self, key: SessionKey, post: Post) -> str | None:
         """Post into the thread under the post's persona; a reference to the first message.

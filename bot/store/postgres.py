@@ -13,7 +13,8 @@ import functools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
@@ -46,40 +47,35 @@ class PostgresDriver:
         return re.sub(r"//[^@/]*@", "//", self.dsn)
 
     async def open(self) -> None:
+        """Create the pool and migrate the schema (the `Store` closes the driver on failure)."""
         settings = {"search_path": self.schema} if self.schema else {}
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=self.max_size, server_settings=settings
             )
-        except _ERRORS as exc:
-            raise StoreError(f"cannot open the database {self.where}: {exc}") from exc
-        try:
             async with self.transaction() as conn:
                 await _migrate(conn)
         except _ERRORS as exc:
-            await self.close()
-            raise StoreError(f"migrating {self.where} failed: {exc}") from exc
-        except BaseException:
-            await self.close()
-            raise
+            raise StoreError(f"cannot open the database {self.where}: {exc}") from exc
 
     async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
+        pool, self._pool = self._pool, None
+        if pool is not None:
             await pool.close()
 
     async def read(self, op: Op[T], what: str) -> T:
         """Run a reading operation on a pooled connection."""
-        try:
-            async with self._acquire() as conn:
-                return await _run(conn, op)
-        except _ERRORS as exc:
-            raise StoreError(f"{what} failed: {exc}") from exc
+        return await self._run(op, what, self._acquire)
 
     async def write(self, op: Op[T], what: str) -> T:
         """Run an operation in one transaction."""
+        return await self._run(op, what, self.transaction)
+
+    async def _run(
+        self, op: Op[T], what: str, connection: Callable[[], AbstractAsyncContextManager[Any]]
+    ) -> T:
         try:
-            async with self.transaction() as conn:
+            async with connection() as conn:
                 return await _run(conn, op)
         except _ERRORS as exc:
             raise StoreError(f"{what} failed: {exc}") from exc

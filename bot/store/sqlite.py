@@ -44,20 +44,19 @@ class SQLiteDriver:
         return self.path
 
     async def open(self) -> None:
-        """Connect, set the pragmas, and migrate to the newest schema version."""
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        """Connect, set the pragmas, and migrate (the `Store` closes the driver on failure)."""
         try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._call("open", self._prepare)
-        except BaseException:
-            await self.close()
-            raise
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+        await self._call("open", self._prepare)
 
     async def close(self) -> None:
         """Close the connection (safe to call twice)."""
-        if self._db is not None:
-            db, self._db = self._db, None
+        db, self._db = self._db, None
+        if db is not None:
             await db.close()
 
     async def read(self, op: Op[T], what: str) -> T:

@@ -11,22 +11,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
 from bot.store import ops_cases, ops_leases, ops_outbox, ops_sessions
+from bot.store import values as v
 from bot.store.sql import Op
-from bot.store.values import (
-    Admitted,
-    Case,
-    CaseAction,
-    CaseStatus,
-    Decision,
-    Entry,
-    EventId,
-    ModelCallRecord,
-    Outgoing,
-    Session,
-    SessionKey,
-    Step,
-    V,
-)
+from bot.store.values import V
 
 T = TypeVar("T")
 _NOTHING: AbstractAsyncContextManager[None] = contextlib.nullcontext()
@@ -60,7 +47,12 @@ class Store:
         return self.driver.where
 
     async def open(self) -> None:
-        await self.driver.open()
+        """Connect and migrate; a failure leaves nothing open."""
+        try:
+            await self.driver.open()
+        except BaseException:
+            await self.driver.close()
+            raise
 
     async def close(self) -> None:
         await self.driver.close()
@@ -77,55 +69,55 @@ class Store:
 
     # Conversations and history
 
-    async def find_session(self, key: SessionKey) -> Session | None:
+    async def find_session(self, key: v.SessionKey) -> v.Session | None:
         return await self._read(ops_sessions.find_session(key))
 
-    async def get_session(self, session_id: int) -> Session | None:
+    async def get_session(self, session_id: int) -> v.Session | None:
         return await self._read(ops_sessions.get_session(session_id))
 
-    async def find_thread(self, thread: str, limit: int = 10) -> list[Session]:
+    async def find_thread(self, thread: str, limit: int = 10) -> list[v.Session]:
         return await self._read(ops_sessions.find_thread(thread, limit))
 
-    async def list_sessions(self, limit: int = 50) -> list[Session]:
+    async def list_sessions(self, limit: int = 50) -> list[v.Session]:
         return await self._read(ops_sessions.list_sessions(limit))
 
     async def admit(
-        self, key: SessionKey, event: EventId | None, decide: Callable[[Session | None], V]
-    ) -> Admitted[V] | None:
+        self, key: v.SessionKey, event: v.EventId | None, decide: Callable[[v.Session | None], V]
+    ) -> v.Admitted[V] | None:
         return await self._write(ops_sessions.admit(key, event, decide))
 
-    async def commit(self, step: Step) -> Session | None:
+    async def commit(self, step: v.Step) -> v.Session | None:
         return await self._write(ops_sessions.commit(step))
 
-    async def recent(self, session_id: int, limit: int) -> list[Entry]:
+    async def recent(self, session_id: int, limit: int) -> list[v.Entry]:
         return await self._read(ops_sessions.recent(session_id, limit))
 
-    async def first_user_entry(self, session_id: int) -> Entry | None:
+    async def first_user_entry(self, session_id: int) -> v.Entry | None:
         return await self._read(ops_sessions.first_user_entry(session_id))
 
-    async def entries(self, session_id: int) -> list[Entry]:
+    async def entries(self, session_id: int) -> list[v.Entry]:
         return await self._read(ops_sessions.entries(session_id))
 
-    async def model_calls(self, session_id: int) -> list[ModelCallRecord]:
+    async def model_calls(self, session_id: int) -> list[v.ModelCallRecord]:
         return await self._read(ops_sessions.model_calls(session_id))
 
     # Events
 
-    async def claim_event(self, event: EventId) -> bool:
+    async def claim_event(self, event: v.EventId) -> bool:
         return await self._write(ops_sessions.claim_event(event, None))
 
-    async def seen_event(self, event: EventId) -> bool:
+    async def seen_event(self, event: v.EventId) -> bool:
         return await self._read(ops_sessions.seen_event(event))
 
     # Outbox
 
-    async def unsent(self, session_id: int) -> list[Outgoing]:
+    async def unsent(self, session_id: int) -> list[v.Outgoing]:
         return await self._read(ops_outbox.unsent(session_id))
 
     async def has_unsent(self, session_id: int) -> bool:
         return await self._read(ops_outbox.has_unsent(session_id))
 
-    async def due(self, now: float, limit: int = 100) -> list[Outgoing]:
+    async def due(self, now: float, limit: int = 100) -> list[v.Outgoing]:
         return await self._read(ops_outbox.due(now, limit))
 
     async def mark_sent(self, session_id: int, number: int) -> None:
@@ -137,32 +129,32 @@ class Store:
 
     # Cases
 
-    async def get_case(self, case_id: int) -> Case | None:
+    async def get_case(self, case_id: int) -> v.Case | None:
         return await self._read(ops_cases.get_case(case_id))
 
     async def cases(
-        self, *, session_id: int | None = None, status: CaseStatus | None = None, limit: int = 100
-    ) -> list[Case]:
+        self, *, session_id: int | None = None, status: v.CaseStatus | None = None, limit: int = 100
+    ) -> list[v.Case]:
         return await self._read(ops_cases.cases(session_id, status, limit))
 
-    async def case_actions(self, case_id: int) -> list[CaseAction]:
+    async def case_actions(self, case_id: int) -> list[v.CaseAction]:
         return await self._read(ops_cases.case_actions(case_id))
 
     async def set_case_card(self, case_id: int, card: str) -> None:
         await self._write(ops_cases.set_card(case_id, card))
 
-    async def decide(self, decision: Decision) -> Case | None:
+    async def decide(self, decision: v.Decision) -> v.Case | None:
         return await self._write(ops_cases.decide(decision))
 
     # Leases
 
-    def thread_lock(self, key: SessionKey) -> AbstractAsyncContextManager[None]:
+    def thread_lock(self, key: v.SessionKey) -> AbstractAsyncContextManager[None]:
         """On a shared database, hold the thread's lease for the turn; a single process's lanes
         already order each thread, so there it is nothing at all."""
         return self._lease(key) if self.driver.shared else _NOTHING
 
     @contextlib.asynccontextmanager
-    async def _lease(self, key: SessionKey) -> AsyncIterator[None]:
+    async def _lease(self, key: v.SessionKey) -> AsyncIterator[None]:
         """Take the thread's lease (polling while another process has it), drop it after."""
         name, delay = str(key), 0.005
         while not await self._write(ops_leases.take_lease(name, self.owner)):
