@@ -73,7 +73,7 @@ async def _postgres(url: str) -> Finding:
     try:
         await store.open()  # migrates, as the bot would at start-up
         version = await store.schema_version()
-        unsent = len(await store.due(now=float("inf"), limit=10_000))
+        unsent = await store.count_unsent()
         cases = len(await store.cases(status="open", limit=10_000))
     except StoreError as exc:
         return Finding(False, "database", str(exc))

@@ -44,6 +44,9 @@ async def open_service(
                 show_handoffs=settings.bot_show_handoffs,
                 max_message_chars=settings.bot_max_message_chars,
                 retry_delay=settings.bot_outbox_retry_s,
+                settle_s=settings.settle_s(store.shared),
+                lease_s=settings.bot_lease_s,
+                sweep_s=settings.bot_sweep_s,
             )
     finally:
         await close_model(chosen)
@@ -59,20 +62,28 @@ def stop_signal() -> asyncio.Event:
 
 
 @asynccontextmanager
-async def serving(
-    service: ConversationService, *, retry: float = 1.0, grace: float = 20.0
-) -> AsyncIterator[None]:
-    """Say what an operator should hear, then deliver the outbox while serving; on the way out,
-    let operations in flight finish (at most `grace` seconds) and make a last delivery pass."""
+async def serving(service: ConversationService, *, grace: float = 20.0) -> AsyncIterator[None]:
+    """Say what an operator should hear, finish what earlier runs left owed, and keep sweeping
+    for work left over while serving; on the way out, let running turns finish (at most `grace`
+    seconds). What is left stays owed for the next start."""
     for warning in service.warnings():
         print(f"warning: {warning}", file=sys.stderr, flush=True)
-    task = asyncio.create_task(service.poster.run(interval=min(retry, 1.0)))
+    task = asyncio.create_task(_sweep(service, service.sweep_s))
     try:
         yield
     finally:
-        if not await service.drain(grace):
-            log.warning("shutdown: turns still running after %.0fs; their steps are stored", grace)
+        if not await service.stop(grace):
+            log.warning("shutdown: turns still running after %.0fs; they go on next time", grace)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await service.poster.run_once()
+
+
+async def _sweep(service: ConversationService, every: float) -> None:
+    """Sweep at once (what a crash left), then every `every` seconds (retries, dead peers)."""
+    while True:
+        try:
+            await service.sweep()
+        except Exception as exc:
+            log.warning("sweep failed (%s); trying again", type(exc).__name__)
+        await asyncio.sleep(every)

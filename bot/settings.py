@@ -39,6 +39,9 @@ class Settings(BaseModel):
     bot_show_handoffs: bool = True
     bot_max_message_chars: int = Field(default=4000, ge=100)
     bot_outbox_retry_s: float = Field(default=1.0, gt=0)
+    bot_settle_ms: int | None = Field(default=None, ge=0, le=10_000)
+    bot_lease_s: float = Field(default=15.0, ge=1, le=300)
+    bot_sweep_s: float = Field(default=1.0, gt=0, le=60)
     bot_log_level: str = "WARNING"
 
     slack_bot_token: SecretStr | None = None
@@ -60,6 +63,13 @@ class Settings(BaseModel):
     def _omit(cls, value: object) -> object:
         """`omit` leaves the field out of requests, for servers that reject it."""
         return None if isinstance(value, str) and value.strip().lower() == "omit" else value
+
+    def settle_s(self, shared: bool) -> float:
+        """How long a message waits for one stamped earlier: 200 ms where several processes
+        receive (PostgreSQL), nothing for one process, unless `BOT_SETTLE_MS` says otherwise."""
+        if self.bot_settle_ms is not None:
+            return self.bot_settle_ms / 1000
+        return 0.2 if shared else 0.0
 
     @property
     def has_real_model(self) -> bool:

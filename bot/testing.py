@@ -113,10 +113,12 @@ class RecordingPlatform:
     """
 
     name = "test"
+    placeholders = False
     cards_setting: str | None = None
 
     def __init__(self, *, moderators: Iterable[str] | None = None, refuse: int = 0) -> None:
         self.posts: list[tuple[SessionKey, Post]] = []
+        self.tags: dict[str, str] = {}  # the tag of each post accepted -> its reference
         self.removed: list[str] = []
         self.cards: list[tuple[CaseCard, str | None]] = []
         self.told: list[tuple[str, str]] = []
@@ -128,14 +130,23 @@ class RecordingPlatform:
         """The text of every post, in order (of one kind, if given)."""
         return [post.text for _, post in self.posts if kind is None or post.kind == kind]
 
-    async def send(self, key: SessionKey, post: Post) -> str | None:
+    async def send(self, key: SessionKey, post: Post, *, tag: str, start: int = 0) -> str | None:
         if post.kind == "working":
             return None  # no placeholders here (the Slack tests cover them)
+        if start:
+            return self.tags.get(tag)  # a post of one part, already here
         if self.refuse > 0:
             self.refuse -= 1
             raise ConnectionError("platform unavailable")
         self.posts.append((key, post))
-        return f"ref-{next(self._refs)}"
+        self.tags[tag] = f"ref-{next(self._refs)}"
+        return self.tags[tag]
+
+    async def find(
+        self, key: SessionKey, post: Post, *, tag: str, after: str | None
+    ) -> tuple[str | None, int]:
+        ref = self.tags.get(tag)
+        return ref, int(ref is not None)
 
     async def remove(self, key: SessionKey, ref: str) -> None:
         self.removed.append(ref)

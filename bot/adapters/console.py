@@ -53,6 +53,7 @@ class ConsolePlatform:
     """The terminal as a `Platform`: posts are printed; the one person there moderates."""
 
     name = PLATFORM
+    placeholders = False
     cards_setting: str | None = None  # cards are printed
 
     def __init__(self, stdout: TextIO) -> None:
@@ -65,10 +66,15 @@ class ConsolePlatform:
         self._stdout.write(text)
         self._stdout.flush()
 
-    async def send(self, key: SessionKey, post: Post) -> str | None:
+    async def send(self, key: SessionKey, post: Post, *, tag: str, start: int = 0) -> str | None:
         if post.kind != "working":
             self.say(render(post))
         return None
+
+    async def find(
+        self, key: SessionKey, post: Post, *, tag: str, after: str | None
+    ) -> tuple[str | None, int]:
+        return None, 0  # a terminal keeps nothing: print it again
 
     async def remove(self, key: SessionKey, ref: str) -> None:
         return None

@@ -27,7 +27,7 @@ from bot.engine.agents import Persona
 from bot.runtime import serving, stop_signal
 from bot.service import CaseCard, Click, ConversationService, IncomingMessage, Post
 from bot.settings import Settings, SettingsError
-from bot.store.values import SessionKey
+from bot.store.values import SessionKey, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ class DiscordConfig:
     gateway_url: str | None = None
     moderator_channel: int | None = None
     moderator_role: str | None = None
-    outbox_retry: float = 1.0
     shard_id: int | None = None
     shard_count: int | None = None
 
@@ -66,7 +65,6 @@ class DiscordConfig:
             settings.discord_gateway_url,
             settings.discord_moderator_channel,
             settings.discord_moderator_role,
-            settings.bot_outbox_retry_s,
             shard_id,
             shard_count,
         )
@@ -92,6 +90,7 @@ class SwitchboardClient(discord.Client):
     """discord.py's client as the bot's `Platform`: events to the service, posts to Discord."""
 
     name = PLATFORM
+    placeholders = False
 
     def __init__(self, config: DiscordConfig, **options: Any) -> None:
         # The bot uses no voice: skip discord.py's warnings about voice libraries.
@@ -130,7 +129,10 @@ class SwitchboardClient(discord.Client):
                 await message.create_thread(name=thread_name(incoming.text))
             except discord.HTTPException as exc:  # e.g. a replayed message: the thread exists
                 log.warning("discord: no new thread on %s: %s", message.id, exc)
-        await self.service.handle(incoming)
+        # If the store refused it, the user was told; Discord will not deliver it again, but
+        # the read-back at the next start will.
+        with contextlib.suppress(StoreError):
+            await self.service.receive(incoming)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Buttons on review cards: acknowledged at once, then acted on by the service."""
@@ -138,7 +140,7 @@ class SwitchboardClient(discord.Client):
         if click is None or self.service is None:
             return
         await rest.defer_update(self.http, interaction.id, interaction.token)
-        await self.service.click(click)
+        self.service.later(click)
 
     def _incoming(self, message: discord.Message) -> IncomingMessage | None:
         me = self.user
@@ -163,28 +165,53 @@ class SwitchboardClient(discord.Client):
             event_id=str(message.id),
             author=str(message.author.id),
             mentioned=mentioned,
+            stamp=f"{message.id:020d}",
         )
 
     # The Platform the service posts through.
 
-    async def send(self, key: SessionKey, post: Post) -> str | None:
+    async def send(self, key: SessionKey, post: Post, *, tag: str, start: int = 0) -> str | None:
         """Post a reply, handoff line or notice into the thread under the post's persona."""
         if post.kind == "working":
             return None  # "typing" shows that instead
+        thread = int(key.thread)
+        parent = None if key.channel == "dm" else await self._parent(thread)
+        first: str | None = None
+        for chunk in self._chunks(post, parent)[start:]:
+            sent = await self._send(thread, parent, chunk, post.persona)
+            first = first or sent
+        return first
+
+    async def find(
+        self, key: SessionKey, post: Post, *, tag: str, after: str | None
+    ) -> tuple[str | None, int]:
+        """The post's parts already in the thread: the bot's messages after the newest one
+        known to be sent, matched in order by their text (webhooks carry no other mark)."""
+        thread = int(key.thread)
+        parent = None if key.channel == "dm" else await self._parent(thread)
+        chunks = self._chunks(post, parent)
+        mine = None if parent is None else (await self._webhook(parent))[0]
+        messages = await self.http.logs_from(thread, 50, after=int(after or thread))
+        found: list[str] = []
+        for message in sorted(messages, key=lambda m: int(m["id"])):
+            ours = (
+                message.get("author", {}).get("id") == str(self.user and self.user.id)
+                if mine is None
+                else message.get("webhook_id") == str(mine)
+            )
+            if ours and len(found) < len(chunks) and message.get("content") == chunks[len(found)]:
+                found.append(str(message["id"]))
+        return (found[0] if found else None, len(found))
+
+    def _chunks(self, post: Post, parent: int | None) -> list[str]:
         text = post.text
         if post.kind == "handoff":
             text = f"-# ↪ {text}"
         elif post.kind == "notice":
             text = f"*{text}*"
-        thread = int(key.thread)
-        parent = None if key.channel == "dm" else await self._parent(thread)
         if parent is None and post.kind != "handoff":
             text = f"**{display_name(post.persona)}**: {text}"  # a DM has no webhook personas
-        first: str | None = None
-        for chunk in split_text(text, POST_LIMIT):
-            sent = await self._send(thread, parent, chunk, post.persona)
-            first = first or sent
-        return first
+        return split_text(text, POST_LIMIT)
 
     async def remove(self, key: SessionKey, ref: str) -> None:
         return None  # Discord shows "typing", never a placeholder message
@@ -290,7 +317,7 @@ async def serve(service: ConversationService, client: SwitchboardClient) -> None
         async with client:
             running = asyncio.create_task(client.start(config.token))
             stopping = asyncio.create_task(stop.wait())
-            async with serving(service, retry=config.outbox_retry):
+            async with serving(service):
                 await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 client.accepting = False  # new messages are dropped from here on
             stopping.cancel()

@@ -44,7 +44,6 @@ class SlackConfig:
     port: int
     moderator_channel: str | None = None
     moderator_ids: frozenset[str] = frozenset()
-    outbox_retry: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackConfig:
@@ -83,7 +82,6 @@ class SlackConfig:
             settings.port,
             settings.slack_moderator_channel or None,
             ids,
-            settings.bot_outbox_retry_s,
         )
 
 
@@ -123,7 +121,14 @@ def to_incoming(event: dict[str, Any], bot_user_id: str | None) -> IncomingMessa
         event_id=f"{channel}:{ts}",
         author=str(event["user"]),
         mentioned=mentioned,
+        stamp=stamp(str(ts)),
     )
+
+
+def stamp(ts: str) -> str:
+    """A Slack `ts` ("1700000000.000016") as text that sorts in time order."""
+    seconds, _, fraction = ts.partition(".")
+    return f"{seconds.zfill(12)}.{fraction.ljust(6, '0')}"
 
 
 class _TokenFromEnvironment(logging.Filter):
@@ -159,18 +164,21 @@ def build_app(
         signing_secret=config.signing_secret or "",
         request_verification_enabled=config.signing_secret is not None,
         logger=_bolt_logger(),
+        # Acknowledge an event only once the listener has stored it: a message Slack was told
+        # about is never lost, and one the store refused is delivered again.
+        process_before_response=True,
     )
 
     async def on_message(event: dict[str, Any], context: Any) -> None:
         incoming = to_incoming(event, context.get("bot_user_id"))
         if incoming is not None:
-            await service.handle(incoming)
+            await service.receive(incoming)
 
     async def on_click(ack: Any, body: dict[str, Any]) -> None:
-        await ack()
+        await ack()  # within Slack's 3 s; the action waits for the thread, in the background
         click = body["actions"][0]
         action = str(click.get("action_id", "")).removeprefix("case_")
-        await service.click(Click(str(click.get("value", "")), action, body["user"]["id"], body))
+        service.later(Click(str(click.get("value", "")), action, body["user"]["id"], body))
 
     app.event("app_mention")(on_message)
     app.event("message")(on_message)
@@ -204,7 +212,7 @@ async def serve(service: ConversationService, platform: SlackPlatform, config: S
         raise SettingsError(f"cannot reach Slack at {where} ({type(exc).__name__})") from None
     log.info("slack: signed in as %s in team %s", identity.get("user"), identity.get("team"))
     stop = stop_signal()
-    async with serving(service, retry=config.outbox_retry):
+    async with serving(service):
         if config.app_token:
             handler = AsyncSocketModeHandler(app, config.app_token)
             await handler.connect_async()  # type: ignore[no-untyped-call]

@@ -37,6 +37,11 @@ _BUTTONS: dict[str, tuple[str, str | None]] = {
 }
 
 
+def _tagged(tag: str, part: int) -> dict[str, Any]:
+    """Message metadata naming the outbox post and part a message is (invisible to people)."""
+    return {"event_type": "switchboard_post", "event_payload": {"post": tag, "part": part}}
+
+
 def card_blocks(card: CaseCard, link: str | None) -> list[dict[str, Any]]:
     """The card: title, reason, link to the thread, an excerpt, and the buttons still useful."""
     case = card.case
@@ -74,6 +79,7 @@ class SlackPlatform:
     """Posts into Slack threads under agent personas, and cards into the moderators' channel."""
 
     name = PLATFORM
+    placeholders = True
 
     def __init__(
         self,
@@ -89,34 +95,62 @@ class SlackPlatform:
         self._members: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._placeholders: dict[str, Persona] = {}  # placeholder ts -> the persona it shows
 
-    async def send(self, key: SessionKey, post: Post) -> str | None:
-        """Post one reply, handoff line, notice or placeholder, split to fit and escaped."""
-        if post.kind == "working":
-            response = await self._send(key, WORKING_TEXT, post.persona)
-            self._placeholders[str(response["ts"])] = post.persona
-            return str(response["ts"])
-        text = escape_slack(post.text)
-        if post.kind == "notice":
-            text = f"_{text}_"
-        chunks = split_text(text, POST_LIMIT) or ["…"]
+    async def send(self, key: SessionKey, post: Post, *, tag: str, start: int = 0) -> str | None:
+        """Post one reply, handoff line, notice or placeholder, split to fit and escaped.
+
+        Every part carries the post's `tag` and its index in the message metadata, which
+        `find` reads back after a crash.
+        """
+        chunks = self._chunks(post)
         first: str | None = None
-        if post.replaces:
+        if post.replaces and start == 0:
             # An update keeps the placeholder's persona: only a reply by that persona fits.
             shown = self._placeholders.pop(post.replaces, None)
             same = post.kind == "reply" and shown == post.persona
-            if same and await self._update(key, post.replaces, chunks[0]):
-                first, chunks = post.replaces, chunks[1:]
+            if same and await self._update(key, post.replaces, chunks[0], _tagged(tag, 0)):
+                first, start = post.replaces, 1
             else:
                 await self.remove(key, post.replaces)
-        for chunk in chunks:
-            extra: dict[str, Any] = {}
+        for index in range(start, len(chunks)):
+            extra: dict[str, Any] = {"metadata": _tagged(tag, index)}
             if post.kind == "handoff":
                 extra["blocks"] = [
-                    {"type": "context", "elements": [{"type": "mrkdwn", "text": chunk}]}
+                    {"type": "context", "elements": [{"type": "mrkdwn", "text": chunks[index]}]}
                 ]
-            response = await self._send(key, chunk, post.persona, **extra)
+            response = await self._send(key, chunks[index], post.persona, **extra)
             first = first or str(response["ts"])
+        if post.kind == "working" and first is not None:
+            self._placeholders[first] = post.persona
         return first
+
+    async def find(
+        self, key: SessionKey, post: Post, *, tag: str, after: str | None
+    ) -> tuple[str | None, int]:
+        """The post's parts already in the thread, by the tag in their metadata."""
+        window: dict[str, Any] = {"channel": key.channel, "include_all_metadata": True}
+        if after:
+            window |= {"oldest": after, "inclusive": True}
+        if key.thread == DM_THREAD:
+            response = await self.client.conversations_history(limit=200, **window)
+        else:
+            response = await self.client.conversations_replies(ts=key.thread, limit=200, **window)
+        parts: dict[int, str] = {}
+        for message in response.get("messages") or []:
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("post") == tag:
+                parts[int(payload.get("part", 0))] = str(message["ts"])
+        count = 0
+        while count in parts:
+            count += 1
+        return (parts.get(0), count)
+
+    def _chunks(self, post: Post) -> list[str]:
+        if post.kind == "working":
+            return [WORKING_TEXT]
+        text = escape_slack(post.text)
+        if post.kind == "notice":
+            text = f"_{text}_"
+        return split_text(text, POST_LIMIT) or ["…"]
 
     async def remove(self, key: SessionKey, ref: str) -> None:
         self._placeholders.pop(ref, None)
@@ -181,10 +215,10 @@ class SlackPlatform:
             **extra,
         )
 
-    async def _update(self, key: SessionKey, ts: str, text: str) -> bool:
+    async def _update(self, key: SessionKey, ts: str, text: str, metadata: dict[str, Any]) -> bool:
         """Replace a placeholder's text; False when it is gone (then post anew)."""
         try:
-            await self.client.chat_update(channel=key.channel, ts=ts, text=text)
+            await self.client.chat_update(channel=key.channel, ts=ts, text=text, metadata=metadata)
         except SlackApiError as exc:
             log.warning("could not update a placeholder in %s: %s", key.channel, exc)
             return False

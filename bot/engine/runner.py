@@ -31,13 +31,14 @@ from bot.engine.tools import ToolOutput
 from bot.engine.transcript import (
     AgentReply,
     ContinuationPrompt,
+    HandoffRecord,
     Item,
     Notice,
     ToolOutcome,
     view_for,
 )
 from bot.engine.workflow import Workflow
-from bot.models.base import ChatModel, ModelError, ModelReply, ModelRequest, ToolCall
+from bot.models.base import ChatModel, ModelError, ModelRequest, ToolCall
 
 log = logging.getLogger(__name__)
 
@@ -82,48 +83,67 @@ class Runner:
         self.workflow = workflow
         self.model = model
 
-    async def run(self, history: Sequence[Item], active: str | None) -> AsyncIterator[ev.Event]:
-        """Run one user turn over `history` (which ends with the user's message)."""
+    async def run(
+        self, history: Sequence[Item], active: str | None, *, start: int | None = None
+    ) -> AsyncIterator[ev.Event]:
+        """Run one user turn, or go on with one that was interrupted.
+
+        `history` holds the turn's user message at index `start` (by default the last item),
+        followed by the steps of this turn already stored, if any: the turn goes on from where
+        they stop, and a step already stored is never asked of the model again.
+        """
         workflow = self.workflow
         items = list(history)
-        agent = workflow.entry_agent(active)
-        model_calls = handoffs = 0
-        continuations: dict[str, int] = {}
+        begin = len(items) - 1 if start is None else start
+        state = _Progress.of(workflow, items[begin + 1 :], active)
+        if state.finished:
+            return
+        agent, pending, answered = state.agent, state.pending, state.answered
+        model_calls, handoffs, continuations = state.model_calls, state.handoffs, state.continued
         while True:
-            if model_calls >= workflow.limits.max_model_calls:
-                log.warning("loop guard: %d model calls in one turn, stopping", model_calls)
-                yield ev.TurnStopped(agent, "max_model_calls", Notice(LOOP_GUARD_NOTICE))
-                return
-            try:
-                reply = await self.model.complete(self._request(agent, items))
-            except ModelError as exc:
-                log.warning("model call for %s failed: %s", agent, exc)
-                yield ev.TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
-                return
-            model_calls += 1
-            decision = self._classify(agent, reply)
-            record = AgentReply(agent, reply.text or None, reply.tool_calls)
-            items.append(record)
-            yield ev.ModelCalled(agent, record, reply.model or self._model_name(agent), reply.usage)
-            if reply.text and reply.text.strip():
-                yield ev.AgentMessage(agent, reply.text)
+            if pending is None:
+                if model_calls >= workflow.limits.max_model_calls:
+                    log.warning("loop guard: %d model calls in one turn, stopping", model_calls)
+                    yield ev.TurnStopped(agent, "max_model_calls", Notice(LOOP_GUARD_NOTICE))
+                    return
+                try:
+                    reply = await self.model.complete(self._request(agent, items))
+                except ModelError as exc:
+                    log.warning("model call for %s failed: %s", agent, exc)
+                    yield ev.TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
+                    return
+                model_calls += 1
+                pending, answered = (
+                    AgentReply(agent, reply.text or None, reply.tool_calls),
+                    frozenset(),
+                )
+                items.append(pending)
+                model = reply.model or self._model_name(agent)
+                yield ev.ModelCalled(agent, pending, model, reply.usage)
+                if reply.text and reply.text.strip():
+                    yield ev.AgentMessage(agent, reply.text)
+            decision = self._classify(agent, pending)
+            pending = None
             match decision:
                 case EmptyReply():
                     yield ev.TurnStopped(agent, "empty_reply", Notice(EMPTY_REPLY_NOTICE))
                     return
                 case ToolRound(calls=calls, handoff=accepted):
-                    if accepted is not None and handoffs >= workflow.limits.max_handoffs:
+                    new_handoff = accepted is not None and accepted[0].id not in answered
+                    if new_handoff and handoffs >= workflow.limits.max_handoffs:
                         log.warning("loop guard: %d handoffs in one turn, stopping", handoffs)
-                        for event in await self._answer(agent, calls, accepted, refuse_all=True):
+                        for event in await self._answer(
+                            agent, calls, accepted, answered, refuse_all=True
+                        ):
                             items.extend(event.records)
                             yield event
                         yield ev.TurnStopped(agent, "max_handoffs", Notice(LOOP_GUARD_NOTICE))
                         return
-                    for event in await self._answer(agent, calls, accepted):
+                    for event in await self._answer(agent, calls, accepted, answered):
                         items.extend(event.records)
                         yield event
                     if accepted is not None:
-                        handoffs += 1
+                        handoffs += new_handoff
                         agent = accepted[1].target
                 case FinalReply():
                     autonomy = workflow.autonomy.get(agent)
@@ -151,7 +171,7 @@ class Runner:
     def _model_name(self, agent: str) -> str | None:
         return self.workflow.agent(agent).model
 
-    def _classify(self, agent: str, reply: ModelReply) -> Decision:
+    def _classify(self, agent: str, reply: AgentReply) -> Decision:
         if reply.tool_calls:
             allowed = {tool.name: tool for tool in self.workflow.handoffs(agent)}
             accepted = next(
@@ -168,13 +188,17 @@ class Runner:
         agent: str,
         calls: Sequence[ToolCall],
         accepted: tuple[ToolCall, HandoffTool] | None,
+        answered: frozenset[str] = frozenset(),
         *,
         refuse_all: bool = False,
     ) -> list[ev.ToolCalled | ev.HandoffSent]:
-        """Give every call a result, in order; the accepted handoff becomes a `HandoffSent`."""
+        """Give every call without a stored result one, in order; the accepted handoff becomes
+        a `HandoffSent`."""
         events: list[ev.ToolCalled | ev.HandoffSent] = []
         tools = {tool.name: tool for tool in self.workflow.agent(agent).function_tools}
         for call in calls:
+            if call.id in answered:
+                continue
             if accepted is not None and call is accepted[0] and not refuse_all:
                 target = accepted[1].target
                 outcome = ToolOutcome(agent, call.id, call.name, f"Handed off to {target}.")
@@ -232,6 +256,48 @@ class Runner:
         if inspect.isawaitable(verdict):
             verdict = await verdict
         return bool(verdict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Progress:
+    """Where a turn stands, read from the steps of it already stored."""
+
+    agent: str
+    pending: AgentReply | None  # a stored reply whose calls are not all answered, or final
+    answered: frozenset[str]  # the ids of its calls whose results are stored
+    model_calls: int
+    handoffs: int
+    continued: dict[str, int]
+    finished: bool
+
+    @classmethod
+    def of(cls, workflow: Workflow, steps: Sequence[Item], active: str | None) -> _Progress:
+        """The agent that goes on, the counts so far, and what is owed (see `Runner.run`)."""
+        agent = workflow.entry_agent(active)
+        at = [i for i, item in enumerate(steps) if isinstance(item, AgentReply)]
+        handoffs = [item for item in steps if isinstance(item, HandoffRecord)]
+        continued: dict[str, int] = {}
+        for item in steps:
+            if isinstance(item, ContinuationPrompt):
+                continued[item.agent] = continued.get(item.agent, 0) + 1
+        if handoffs:
+            agent = handoffs[-1].target
+        pending, answered = None, frozenset[str]()
+        last = steps[-1] if steps else None
+        if at and isinstance(last, AgentReply | ToolOutcome):
+            reply = steps[at[-1]]
+            assert isinstance(reply, AgentReply)
+            ids = {call.id for call in reply.tool_calls}
+            answered = frozenset(
+                item.call_id
+                for item in steps[at[-1] + 1 :]
+                if isinstance(item, ToolOutcome) and item.call_id in ids
+            )
+            agent = reply.agent
+            if not ids or answered != ids:
+                pending = reply
+        finished = isinstance(last, Notice)
+        return cls(agent, pending, answered, len(at), len(handoffs), continued, finished)
 
 
 def _instructions(workflow: Workflow, agent: str) -> str:

@@ -1,42 +1,47 @@
-"""`ConversationService`: every conversation rule, from a platform event to posts under personas.
+"""`ConversationService`: from a platform event to stored turns and posts under personas.
 
-Adapters hand it `IncomingMessage`s and `Click`s and implement `Platform`; the service decides
-everything else, once for all platforms: dedupe, "end", who may start a conversation, the
-moderator holding a thread, running the turn, what to post as whom, cases and their cards, and
-the honest reply when the store itself fails.
+The durable pipeline, once for every platform:
+
+1. `receive` stores an inbound message, owed a turn, and only then may the adapter tell the
+   platform it arrived (a retry of a stored message is recognised; if it is still owed, its
+   thread is kicked).
+2. The thread's worker (`Threads`, one per thread, under its lease) delivers what the thread's
+   outbox holds, then takes the owed message the platform stamped first, lets the rules decide
+   what it stores (`Rules`), and runs its turn (`Turns`), each step stored with its posts.
+3. A sweep, at start-up and then periodically, kicks every thread with an owed message or a due
+   post: interrupted turns go on, unsent posts go out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Literal, cast
+from collections import OrderedDict
 
-from bot.engine.agents import Persona
-from bot.engine.transcript import Item, ModeratorMessage, Notice, UserTurn
 from bot.engine.workflow import Workflow
 from bot.models.base import ChatModel
 from bot.service.delivery import Poster
 from bot.service.inputs import clean_text, limit_text
-from bot.service.lanes import Lanes
-from bot.service.messages import IncomingMessage, Post, TurnResult, post_to_dict
+from bot.service.messages import IncomingMessage, Post, TurnResult
 from bot.service.moderation import ACTIONS, Action, ActionResult, Moderation
 from bot.service.platform import Click, Platform
-from bot.service.turn import Turns
+from bot.service.rules import Rules
+from bot.service.threads import Threads
+from bot.service.turn import Turn, Turns
 from bot.service.window import WindowBudget
 from bot.store.protocols import SessionStore
 from bot.store.values import (
-    Admitted,
     Case,
     EventId,
-    NewSession,
-    Session,
+    Fence,
+    Inbound,
+    InboxRow,
+    LeaseLost,
+    Received,
     SessionKey,
-    Step,
     StoreError,
 )
 
@@ -46,33 +51,11 @@ STORE_DOWN_TEXT = (
     "I'm sorry, I can't reach my conversation store right now, so I can't answer safely. "
     "Please try again in a few minutes."
 )
-EMPTY_TEXT = "I didn't get any text there. Could you type your question?"
-LONG_TEXT = "Your message was long, so I read only its first {limit:,} characters."
-ENDED_TEXT = "Conversation ended. Your next message to me starts a new one."
-NOTHING_TO_END_TEXT = "There is no open conversation here to end. Mention me to start one."
 REFUSAL = "Only moderators can act on review cases."
-END_WORDS = frozenset({"end", "/end", "end conversation", "close"})
-
-Outcome = Literal["turn", "ended", "empty", "ignored", "taken_over"]
-
-
-def is_end_command(text: str) -> bool:
-    """Whether a message asks to close the conversation ("end", "close", ...)."""
-    return text.lower().strip(" .!") in END_WORDS
-
-
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    """What the rules make of a message: the step to store, what follows, and any reply."""
-
-    step: Step | None
-    outcome: Outcome
-    reply: str | None = None
-    item: Item | None = None
 
 
 class ConversationService:
-    """The one entry point adapters call; runs turns of one thread strictly one at a time."""
+    """The one entry point adapters call; a thread's turns run one at a time, in order."""
 
     def __init__(
         self,
@@ -85,18 +68,112 @@ class ConversationService:
         show_handoffs: bool = True,
         max_message_chars: int = 4000,
         retry_delay: float = 1.0,
+        settle_s: float = 0.0,
+        lease_s: float = 15.0,
+        sweep_s: float = 1.0,
     ) -> None:
         self.workflow = workflow
         self.store = store
         self.platform = platform
         self.max_message_chars = max_message_chars
-        self.lanes = Lanes()
+        self.settle_s = settle_s
+        self.sweep_s = sweep_s
+        placeholders = platform is not None and platform.placeholders
+        self.rules = Rules(workflow, placeholders, max_message_chars)
         self.turns = Turns(
-            workflow, model, store, window or WindowBudget(), show_handoffs=show_handoffs
+            workflow,
+            model,
+            store,
+            window or WindowBudget(),
+            show_handoffs=show_handoffs,
+            placeholders=placeholders,
         )
-        self.poster = Poster(platform, store, self.lanes, backoff=retry_delay)
-        self.moderation = Moderation(workflow, store, self.lanes)
-        self._in_flight = 0
+        self.poster = Poster(platform, store, backoff=retry_delay)
+        self.threads = Threads(store, self._work, lease_s=lease_s)
+        self.moderation = Moderation(workflow, store, self.threads)
+        self._results: dict[int, asyncio.Future[TurnResult]] = {}
+        self._later: set[asyncio.Task[ActionResult]] = set()
+        self._told: OrderedDict[object, None] = OrderedDict()  # who heard "store down" lately
+
+    async def receive(self, message: IncomingMessage) -> Received:
+        """Store a message, owed a turn; when this returns, the platform may be told it arrived.
+
+        Raises `StoreError` when the message could not be stored (the platform should deliver it
+        again); the user is told once that the bot cannot answer safely now.
+        """
+        text, cut = limit_text(clean_text(message.text), self.max_message_chars)
+        event = EventId(message.platform, message.event_id) if message.event_id else None
+        stamp = message.stamp or f"{time.time():020.6f}"
+        inbound = Inbound(message.key, message.author, text, message.mentioned, stamp, event, cut)
+        try:
+            received = await self.store.receive(inbound, only_if_held=not message.mentioned)
+        except StoreError as exc:
+            log.error("store failed for %s: %s", message.key, exc)
+            await self._store_down(message.key, message.event_id)
+            raise
+        if received.row is not None or received.owed:
+            self.threads.kick(message.key)
+        return received
+
+    async def handle(self, message: IncomingMessage) -> TurnResult:
+        """Receive a message and wait for its answer (the console, tests, scripts)."""
+        try:
+            received = await self.receive(message)
+        except StoreError:
+            return TurnResult(None, failed=True)
+        if received.row is None:
+            return TurnResult(None, duplicate=received.duplicate, ignored=not received.duplicate)
+        future = self._results.setdefault(received.row, asyncio.get_running_loop().create_future())
+        self.threads.kick(message.key)
+        result = await future
+        await self.threads.idle(message.key)
+        return result
+
+    async def click(self, click: Click) -> ActionResult:
+        """A moderator's button or command: check rights, act, update the card, announce."""
+        platform = self.platform
+        action = click.action
+        if action not in ACTIONS or not click.case.isdigit():
+            result = ActionResult(False, f"There is no case #{click.case[:20]}.")
+        elif platform is not None and not await platform.is_moderator(click):
+            log.warning("refused %s on case %s by a non-moderator", action, click.case)
+            result = ActionResult(False, REFUSAL)
+        else:
+            chosen: Action = action
+            result = await self.moderation.act(
+                int(click.case), chosen, click.actor, agent=click.agent
+            )
+        if not result.ok or result.case is None:
+            if platform is not None:
+                await platform.tell(click, result.message)
+            return result
+        await self._show_card(result.case)
+        self.threads.kick(result.case.key)  # the announcement waits in the thread's outbox
+        await self.threads.idle(result.case.key)
+        return result
+
+    def later(self, click: Click) -> None:
+        """Act on a click in the background (the platform was told at once it arrived)."""
+        task = asyncio.create_task(self.click(click))
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+
+    async def sweep(self) -> int:
+        """Kick every thread of this platform with work left; how many (start-up, then often)."""
+        name = self.platform.name if self.platform is not None else None
+        return 0 if name is None else await self.threads.sweep(name, time.time())
+
+    async def stop(self, within: float) -> bool:
+        """Take no more work; let running turns finish (at most `within` seconds). What is left
+        stays owed, for the next start."""
+        if self._later:
+            await asyncio.wait(set(self._later), timeout=within)
+        return await self.threads.drain(within)
+
+    async def owns(self, key: SessionKey) -> bool:
+        """Whether a thread has an open conversation."""
+        session = await self.store.find_session(key)
+        return session is not None and session.status == "open"
 
     def warnings(self) -> list[str]:
         """What an operator should hear at start-up: review agents with nowhere to post cards."""
@@ -110,170 +187,85 @@ class ConversationService:
             f"cases`), but no card reaches moderators in {platform.name.capitalize()}"
         ]
 
-    @property
-    def start_persona(self) -> Persona:
-        return self.workflow.agent(self.workflow.start).display
-
-    async def handle(self, message: IncomingMessage) -> TurnResult:
-        """Answer one incoming message exactly once (a duplicate is recognised and dropped)."""
-        async with self._tracked():
+    async def _work(self, key: SessionKey, fence: Fence | None) -> None:
+        """A thread's worker: deliver its posts, then answer its owed messages, in order."""
+        while True:
+            await self.poster.deliver(key, fence)
+            if self.threads.stopping:
+                return
+            row = await self.store.next_owed(key)
+            if row is None:
+                return
+            wait = row.received_at + self.settle_s - time.time()
+            if wait > 0:  # an earlier message may still be on its way: wait for it
+                await asyncio.sleep(wait)
+                continue
             try:
-                return await self._handle(message)
-            except StoreError as exc:
-                log.error("store failed for %s: %s", message.key, exc)
-                await self._send_directly(
-                    message, Post("notice", STORE_DOWN_TEXT, self.start_persona)
-                )
-                return TurnResult(None, failed=True)
+                result = await self._answer(row, fence)
+            except Exception as exc:
+                self._settle(row, exc)
+                if isinstance(exc, StoreError) and not isinstance(exc, LeaseLost):
+                    await self._store_down(key, row.message.event)
+                raise
+            self._settle(row, result)
 
-    async def click(self, click: Click) -> ActionResult:
-        """A moderator's button or command: check rights, act, update the card, announce."""
-        async with self._tracked():
-            platform = self.platform
-            action = cast(Action, click.action)
-            if action not in ACTIONS or not click.case.isdigit():
-                result = ActionResult(False, f"There is no case #{click.case[:20]}.")
-            elif platform is not None and not await platform.is_moderator(click):
-                log.warning("refused %s on case %s by a non-moderator", click.action, click.case)
-                result = ActionResult(False, REFUSAL)
-            else:
-                result = await self.moderation.act(
-                    int(click.case), action, click.actor, agent=click.agent
-                )
-            if not result.ok or result.case is None:
-                if platform is not None:
-                    await platform.tell(click, result.message)
-                return result
-            await self._show_card(result.case)
-            if platform is not None:
-                for post in result.posts:
-                    await platform.send(result.case.key, post)
-            return result
-
-    async def owns(self, key: SessionKey) -> bool:
-        """Whether a thread has an open conversation."""
-        session = await self.store.find_session(key)
-        return session is not None and session.status == "open"
-
-    async def drain(self, within: float = 30.0) -> bool:
-        """Wait for every operation in flight (turns, "end", moderator actions) to finish;
-        False if `within` seconds ran out first."""
-        deadline = time.monotonic() + within
-        while self._in_flight:
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.02)
-        return True
-
-    @contextlib.asynccontextmanager
-    async def _tracked(self) -> AsyncIterator[None]:
-        self._in_flight += 1
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-
-    async def _handle(self, message: IncomingMessage) -> TurnResult:
-        text, cut = limit_text(clean_text(message.text), self.max_message_chars)
-        event = EventId(message.platform, message.event_id) if message.event_id else None
-        async with self.lanes.hold(message.key), self.store.thread_lock(message.key):
+    async def _answer(self, row: InboxRow, fence: Fence | None) -> TurnResult:
+        """Admit an owed message (if its turn has not started) and run its turn."""
+        key = row.message.key
+        preface: tuple[Post, ...] = ()
+        if row.seq is None:
             admitted = await self.store.admit(
-                message.key, event, lambda found: self._decide(message, text, event, found)
+                row, fence, lambda found: self.rules.decide(row, found)
             )
-            if admitted is None or admitted.duplicate:
-                return TurnResult(admitted.session if admitted else None, duplicate=True)
-            verdict = admitted.verdict
-            if verdict.reply is not None:
-                post = Post("notice", verdict.reply, self.start_persona)
-                await self._reply(message, admitted, post)
-                return TurnResult(admitted.session, (post,), ignored=verdict.outcome != "ended")
-            session = admitted.session
-            if verdict.outcome != "turn" or session is None or verdict.item is None:
-                return TurnResult(session, ignored=True, taken_over=verdict.outcome == "taken_over")
+            verdict, session = admitted.verdict, admitted.session
+            if verdict.outcome != "turn" or session is None or verdict.user is None:
+                await self.poster.deliver(key, fence)
+                ignored = verdict.outcome not in ("ended",)
+                taken_over = verdict.outcome == "taken_over"
+                return TurnResult(session, verdict.posts, ignored=ignored, taken_over=taken_over)
             if session.item_count == 1:
-                log.info("session %s opened (%s)", message.key, self.workflow.name)
-            if cut:
-                note = Post(
-                    "notice", LONG_TEXT.format(limit=self.max_message_chars), self.start_persona
-                )
-                await self._send_directly(message, note)
-            return await self._turn(message, session, verdict.item, admitted.backlog)
-
-    def _decide(
-        self, message: IncomingMessage, text: str, event: EventId | None, found: Session | None
-    ) -> _Verdict:
-        """The rules for an incoming message, given the thread's latest session."""
-        session = found if found is not None and found.status == "open" else None
-        if session is None and not message.mentioned:
-            return _Verdict(None, "ignored")  # chatter in a thread the bot does not hold
-        if not text:
-            return _Verdict(Step(event=event), "empty", EMPTY_TEXT)
-        if is_end_command(text):
-            if session is None:
-                return _Verdict(Step(event=event), "empty", NOTHING_TO_END_TEXT)
-            ended = Notice(f"Conversation ended by user {message.author}.")
-            post = post_to_dict(Post("notice", ENDED_TEXT, self.start_persona))
-            step = Step(session.id, event=event, items=(ended,), status="closed", posts=(post,))
-            return _Verdict(step, "ended", ENDED_TEXT)
-        user = UserTurn(text, message.author)
-        if session is None:
-            new = NewSession(message.key, self.workflow.name, self.workflow.start)
-            return _Verdict(Step(opens=new, event=event, items=(user,)), "turn", item=user)
-        holder = session.taken_over_by
-        if holder is not None:
-            # A moderator holds the thread: keep the message, relay nothing to the model.
-            kept: Item = ModeratorMessage(holder, text) if message.author == holder else user
-            return _Verdict(Step(session.id, event=event, items=(kept,)), "taken_over")
-        return _Verdict(Step(session.id, event=event, items=(user,)), "turn", item=user)
-
-    async def _turn(
-        self, message: IncomingMessage, session: Session, user: Item, backlog: bool
-    ) -> TurnResult:
-        platform = self.platform
-        self.poster.queued_behind(session.id, backlog)  # posts left by another process go first
-        persona = self.workflow.agent(self.workflow.entry_agent(session.active_agent)).display
-        placeholder = None
-        if platform is not None and not self.poster.blocked(session.id):
-            placeholder = await self._placeholder(platform, message, persona)
-        delivery = self.poster.delivery(session.id, message.key, placeholder)
-        working = platform.working(message.key) if platform else contextlib.nullcontext()
+                log.info("session %s opened (%s)", key, self.workflow.name)
+            self.turns.admitted(session, verdict.user)
+            await self.poster.deliver(key, fence)  # the placeholder, while the model thinks
+            row = dataclasses.replace(row, session_id=session.id, seq=session.item_count)
+            preface = tuple(post for post in verdict.posts if post.kind != "working")
+        else:
+            found = await self.store.get_session(row.session_id or 0)
+            if found is None:
+                await self.store.finish(row, fence)
+                return TurnResult(None, ignored=True)
+            session = found
+            log.info("session %s: going on with an interrupted turn", key)
+        turn = Turn(session, row, fence, lambda: self.poster.deliver(key, fence))
+        working = self.platform.working(key) if self.platform else contextlib.nullcontext()
         async with working:
-            session, cases = await self.turns.run(session, user, delivery)
-        await delivery.finish()
-        for case in cases:
+            await self.turns.run(turn)
+        for case in turn.cases:
             await self._show_card(case)
-        return TurnResult(session, tuple(delivery.posts), cases=tuple(cases))
+        return TurnResult(turn.session, (*preface, *turn.posts), cases=tuple(turn.cases))
 
-    async def _placeholder(
-        self, platform: Platform, message: IncomingMessage, persona: Persona
-    ) -> str | None:
-        """A "working on it" post the turn's first post replaces (a nicety: failures pass)."""
-        try:
-            return await platform.send(message.key, Post("working", "working on it…", persona))
-        except Exception as exc:
-            log.warning("no placeholder in %s: %s", message.key, type(exc).__name__)
-            return None
-
-    async def _reply(
-        self, message: IncomingMessage, admitted: Admitted[_Verdict], post: Post
-    ) -> None:
-        """The service's own reply ("ended", an empty message): queued with the step, or sent."""
-        session = admitted.session
-        if session is None or admitted.verdict.outcome != "ended":
-            await self._send_directly(message, post)
+    def _settle(self, row: InboxRow, outcome: TurnResult | BaseException) -> None:
+        future = self._results.pop(row.id, None)
+        if future is None or future.done():
             return
-        delivery = self.poster.delivery(session.id, message.key, None)
-        await delivery.publish(post)
-        await delivery.finish()
+        if isinstance(outcome, BaseException):
+            future.set_result(TurnResult(None, failed=True))
+        else:
+            future.set_result(outcome)
 
-    async def _send_directly(self, message: IncomingMessage, post: Post) -> None:
-        """A post that cannot wait in the outbox (there is no session, or no store)."""
-        if self.platform is None:
+    async def _store_down(self, key: SessionKey, event: object) -> None:
+        """Tell the thread once that the store is unreachable (posted directly: the outbox
+        lives in that store)."""
+        if self.platform is None or (key, event) in self._told:
             return
+        self._told[(key, event)] = None
+        while len(self._told) > 1000:
+            self._told.popitem(last=False)
+        post = Post("notice", STORE_DOWN_TEXT, self.rules.persona)
         try:
-            await self.platform.send(message.key, post)
+            await self.platform.send(key, post, tag="store-down")
         except Exception as exc:
-            log.warning("could not post to %s: %s", message.key, type(exc).__name__)
+            log.warning("could not post to %s: %s", key, type(exc).__name__)
 
     async def _show_card(self, case: Case) -> None:
         """Post the case's card for moderators, or update the one already posted."""

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from bot.engine.agents import Persona
 from bot.store.values import Case, Session, SessionKey
 
-PostKind = Literal["reply", "handoff", "notice", "working"]
+PostKind = Literal["reply", "handoff", "notice", "working", "done"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,7 @@ class IncomingMessage:
     event_id: str | None = None
     author: str = "user"
     mentioned: bool = True
+    stamp: str | None = None  # the platform's order for the thread's messages (else: arrival)
 
     @property
     def key(self) -> SessionKey:
@@ -40,7 +41,7 @@ class Post:
     text: str
     persona: Persona
     agent: str | None = None
-    replaces: str | None = None  # a placeholder this post supersedes (platform reference)
+    replaces: str | None = None  # the placeholder this post supersedes (set when it is sent)
 
 
 def post_to_dict(post: Post) -> dict[str, Any]:
@@ -51,7 +52,6 @@ def post_to_dict(post: Post) -> dict[str, Any]:
         "text": post.text,
         "agent": post.agent,
         "persona": [persona.name, persona.emoji, persona.avatar_url],
-        "replaces": post.replaces,
     }
 
 
@@ -62,7 +62,6 @@ def post_from_dict(data: dict[str, Any]) -> Post:
         data["text"],
         Persona(*data["persona"]),
         data.get("agent"),
-        data.get("replaces"),
     )
 
 

@@ -14,9 +14,9 @@ from typing import Literal, Protocol
 from bot.engine.agents import Persona
 from bot.engine.transcript import AgentReply, Item, ModeratorMessage, Notice, UserTurn
 from bot.engine.workflow import Workflow
-from bot.service.lanes import Lanes
-from bot.service.messages import Post
-from bot.store.protocols import Cases, Conversations, Leases
+from bot.service.messages import Post, post_to_dict
+from bot.service.threads import Threads
+from bot.store.protocols import Cases, Conversations
 from bot.store.values import Case, CaseStatus, Decision, Holder, Status
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ MODERATOR = Persona("Moderator", emoji=":shield:")
 _LIVE: tuple[CaseStatus, ...] = ("open", "approved", "rejected")
 
 
-class ModerationStore(Conversations, Cases, Leases, Protocol):
+class ModerationStore(Conversations, Cases, Protocol):
     """The parts of the store moderation uses."""
 
 
@@ -65,10 +65,10 @@ def available(case: Case, taken_over: bool) -> tuple[Action, ...]:
 class Moderation:
     """Applies moderator actions to the cases of one workflow's conversations."""
 
-    def __init__(self, workflow: Workflow, store: ModerationStore, lanes: Lanes) -> None:
+    def __init__(self, workflow: Workflow, store: ModerationStore, threads: Threads) -> None:
         self.workflow = workflow
         self.store = store
-        self.lanes = lanes
+        self.threads = threads
 
     async def card(self, case: Case, lines: int = 6) -> CaseCard:
         """The case with a short excerpt of the conversation's visible messages."""
@@ -93,12 +93,13 @@ class Moderation:
         case = await self.store.get_case(case_id)
         if case is None:
             return ActionResult(False, f"There is no case #{case_id}.")
-        async with self.lanes.hold(case.key), self.store.thread_lock(case.key):
+        async with self.threads.hold(case.key) as fence:
             session = await self.store.get_session(case.session_id)
             holder = session.taken_over_by if session is not None else None
             change = self._plan(case, action, moderator, holder, agent)
             if isinstance(change, str):
                 return ActionResult(False, change, case)
+            post = Post("notice", change.announce, MODERATOR, None)
             done = await self.store.decide(
                 Decision(
                     case.id,
@@ -110,13 +111,14 @@ class Moderation:
                     change.items,
                     change.active,
                     change.session_status,
+                    posts=(post_to_dict(post),),
+                    fence=fence,
                 )
             )
         if done is None:
             fresh = await self.store.get_case(case.id)
             return ActionResult(False, _stale(fresh or case), fresh)
         log.info("case #%d: %s by %s", case.id, action, moderator)
-        post = Post("notice", change.announce, MODERATOR, None)
         return ActionResult(True, f"Case #{case.id}: {change.announce}", done, (post,))
 
     def _plan(

@@ -36,13 +36,24 @@ class Platform(Protocol):
     """Post as a persona, show that the bot is working, post or update cards, check rights."""
 
     name: str
+    placeholders: bool  # shows a "working on it" post that the turn's first post replaces
     cards_setting: str | None  # the setting that names where cards go, when it is not set
 
-    async def send(self, key: SessionKey, post: Post) -> str | None:
+    async def send(self, key: SessionKey, post: Post, *, tag: str, start: int = 0) -> str | None:
         """Post into the thread under the post's persona; a reference to the first message.
 
-        A `post.replaces` reference (a placeholder) is updated or removed by this post.
+        `tag` identifies the post for `find`. A long post goes out in several parts; those
+        before `start` are already there. A `post.replaces` reference (a placeholder) is updated
+        or removed by this post.
         """
+        ...
+
+    async def find(
+        self, key: SessionKey, post: Post, *, tag: str, after: str | None
+    ) -> tuple[str | None, int]:
+        """What the platform already shows of a post whose delivery may have been cut short (a
+        crash, a timeout): the first part's reference and how many parts, looking after the
+        thread's message `after` (the newest one known to be sent)."""
         ...
 
     async def remove(self, key: SessionKey, ref: str) -> None:

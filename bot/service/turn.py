@@ -1,21 +1,40 @@
-"""Running one user turn: the window the model is shown, each step stored, what each step posts."""
+"""Running one user turn as a job: the window the model sees, and each step stored with the
+posts it owes, so that a turn cut short (a crash, a lost lease) goes on where it stopped.
+
+A step is stored before anything that takes time happens after it: a reply with text before its
+tools run, each tool's result before the next call, a handoff before the target is asked. A final
+reply is stored with the end of the turn, which marks the message answered.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.engine.events import Closed, Event, HandoffSent, ModelCalled, TurnStopped
+from bot.engine import events as ev
 from bot.engine.runner import Runner
-from bot.engine.transcript import Item, Notice, UserTurn, trim_window
+from bot.engine.transcript import Item, Notice, trim_window
 from bot.engine.workflow import Workflow
 from bot.models.base import ChatModel, Usage
-from bot.service.delivery import Delivery
 from bot.service.messages import Post, post_to_dict
 from bot.service.window import WindowBudget, WindowCache
-from bot.store.protocols import Cases, Conversations, Outbox
-from bot.store.values import Case, Entry, ModelUsage, NewCase, Session, Status, Step, StoreError
+from bot.store.protocols import Cases, Conversations
+from bot.store.values import (
+    Case,
+    Entry,
+    Fence,
+    InboxRow,
+    ModelUsage,
+    NewCase,
+    Session,
+    Status,
+    Step,
+    StoreError,
+    TurnMark,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +43,30 @@ FAILED_TEXT = (
     "please try again in a moment."
 )
 CLOSED_TEXT = "This conversation is closed. Mention me to start a new one."
+_ENDS = (ev.AwaitingUser, ev.Closed, ev.TurnStopped)
+
+Deliver = Callable[[], Awaitable[object]]
 
 
-class TurnStore(Conversations, Cases, Outbox, Protocol):
+class TurnStore(Conversations, Cases, Protocol):
     """The parts of the store a turn uses."""
 
 
+@dataclass(eq=False)
+class Turn:
+    """One running turn: its message, its lease, and what it has stored and posted so far."""
+
+    session: Session
+    row: InboxRow
+    fence: Fence | None
+    deliver: Deliver
+    posts: list[Post] = field(default_factory=list)
+    cases: list[Case] = field(default_factory=list)
+    done: bool = False
+
+
 class Turns:
-    """Runs user turns of one workflow: each step stored with the post it owes, then posted."""
+    """Runs the turns of one workflow, each step stored with the posts it owes."""
 
     def __init__(
         self,
@@ -41,62 +76,45 @@ class Turns:
         window: WindowBudget,
         *,
         show_handoffs: bool,
+        placeholders: bool,
     ) -> None:
         self.workflow = workflow
         self.store = store
         self.window = window
         self.show_handoffs = show_handoffs
+        self.placeholders = placeholders
         self.runner = Runner(workflow, model)
         self.windows = WindowCache(window.items, window.cached_sessions)
 
-    async def run(
-        self, session: Session, user: Item, delivery: Delivery
-    ) -> tuple[Session, list[Case]]:
-        """Run the turn the stored `user` item asks for; the session after it, and cases opened."""
-        self.windows.extend(session.id, session.item_count, [user])
-        opened: list[Case] = []
+    async def run(self, turn: Turn) -> Turn:
+        """Run the turn the stored message asks for, from its first step or where it stopped."""
+        group: list[ev.Event] = []
         try:
-            history = await self._history(session, user)
-            deferred: list[Event] = []
-            async for event in self.runner.run(history, session.active_agent):
-                if isinstance(event, ModelCalled) and not event.reply.text and event.records:
-                    # A reply that is only tool calls owes the thread nothing: store it with
-                    # the calls' results, in one transaction (each step stays whole).
-                    deferred.append(event)
+            history, start = await self._history(turn.session, turn.row.seq)
+            agent = turn.session.active_agent
+            async for event in self.runner.run(history, agent, start=start):
+                group.append(event)
+                if _held(event):
                     continue
-                post = delivery.queued(self._post(session, event))
-                session = await self._persist(
-                    session, [*deferred, event], post, delivery.take(), opened
-                )
-                deferred.clear()
-                await delivery.publish(post)
-            if deferred:
-                session = await self._persist(session, deferred, None, delivery.take(), opened)
+                await self._store(turn, group, done=isinstance(event, _ENDS))
+                group.clear()
+            if not turn.done:
+                await self._store(turn, group, done=True)
         except StoreError:
             raise
         except Exception:
             # Every step already stored is consistent on its own; say so honestly and go on.
-            log.exception("session %s: turn failed", session.key)
+            log.exception("session %s: turn failed", turn.session.key)
+            session = turn.session
             persona = self.workflow.agent(self.workflow.entry_agent(session.active_agent)).display
-            post = delivery.queued(Post("notice", FAILED_TEXT, persona))
-            assert post is not None
-            step = Step(
-                session.id,
-                items=(Notice("Turn failed: internal error."),),
-                posts=(post_to_dict(post),),
-                delivered=delivery.take(),
-            )
-            session = await self._commit(session, step)
-            await delivery.publish(post)
-        return session, opened
+            post = Post("notice", FAILED_TEXT, persona)
+            await self._commit(turn, (Notice("Turn failed: internal error."),), [post], done=True)
+        return turn
 
-    async def _history(self, session: Session, user: Item) -> list[Item]:
-        """The recent window the prompt needs, always with the conversation's first message."""
+    async def _history(self, session: Session, seq: int | None) -> tuple[list[Item], int | None]:
+        """The recent window the prompt needs, with the conversation's first message, and the
+        position in it of the turn's message (`seq`)."""
         window = self.windows.get(session.id, session.item_count)
-        if window is None and session.item_count == 1 and isinstance(user, UserTurn):
-            # A new conversation: its only item is the message just received.
-            self.windows.load(session.id, [Entry(1, time.time(), user)], None)
-            window = self.windows.get(session.id, session.item_count)
         if window is None:
             entries = await self.store.recent(session.id, self.window.items)
             first = None
@@ -107,82 +125,109 @@ class Turns:
             assert window is not None
         seqs, items, costs = zip(*window.items, strict=True) if window.items else ((), (), ())
         kept = trim_window(items, self.window.tokens, costs)
-        oldest = seqs[len(seqs) - len(kept)] if kept else None
-        if window.first_user is not None and (oldest is None or window.first_user_seq < oldest):
-            kept.insert(0, window.first_user)
-        return kept
+        kept_seqs = list(seqs[len(seqs) - len(kept) :])
+        opening = window.first_user
+        if opening is not None and (not kept_seqs or window.first_user_seq < kept_seqs[0]):
+            kept.insert(0, opening)
+            kept_seqs.insert(0, window.first_user_seq)
+        start = kept_seqs.index(seq) if seq in kept_seqs else None
+        return kept, start
 
-    async def _persist(
-        self,
-        session: Session,
-        events: list[Event],
-        post: Post | None,
-        delivered: int,
-        opened: list[Case],
-    ) -> Session:
-        """Store the steps' records with the post they owe the thread, in one transaction."""
+    def admitted(self, session: Session, user: Item) -> None:
+        """The message that starts a turn was just stored: keep the cached window whole."""
+        if session.item_count == 1:
+            self.windows.load(session.id, [Entry(1, time.time(), user)], None)
+        else:
+            self.windows.extend(session.id, session.item_count, [user])
+
+    async def _store(self, turn: Turn, events: list[ev.Event], *, done: bool) -> None:
+        """Store the steps' records with the posts they owe, in one transaction, then post."""
+        posts = [post for event in events if (post := self._post(turn.session, event))]
         records = tuple(record for event in events for record in event.records)
-        agent = next((e.target for e in events if isinstance(e, HandoffSent)), None)
-        status: Status | None = "closed" if any(isinstance(e, Closed) for e in events) else None
-        if not records and agent is None and status is None and post is None:
-            await self.store.mark_sent(session.id, delivered)  # nothing else to store
-            return session
+        await self._commit(turn, records, posts, done=done, events=events)
+
+    async def _commit(
+        self,
+        turn: Turn,
+        records: tuple[Item, ...],
+        posts: list[Post],
+        *,
+        done: bool,
+        events: list[ev.Event] = (),  # type: ignore[assignment]
+    ) -> None:
+        agent = next((e.target for e in events if isinstance(e, ev.HandoffSent)), None)
+        status: Status | None = "closed" if any(isinstance(e, ev.Closed) for e in events) else None
         case = next(
             (
                 NewCase(e.target, e.reason)
                 for e in events
-                if isinstance(e, HandoffSent) and self.workflow.agent(e.target).review
+                if isinstance(e, ev.HandoffSent) and self.workflow.agent(e.target).review
             ),
             None,
         )
-        called = next((e for e in events if isinstance(e, ModelCalled)), None)
-        usage = None
-        if called is not None:  # at most one model call per stored group
-            tokens = called.usage or Usage()
-            usage = ModelUsage(
-                called.agent, called.model, tokens.prompt_tokens, tokens.completion_tokens
-            )
+        queued = [*posts, Post("done", "", self.workflow.agent(self.workflow.start).display)]
+        if not (done and self.placeholders):
+            queued.pop()
         step = Step(
-            session.id,
+            turn.session.id,
             items=records,
             agent=agent,
             status=status,
-            usage=usage,
+            usage=_usage(events),
             case=case,
-            posts=(post_to_dict(post),) if post is not None else (),
-            delivered=delivered,
+            posts=tuple(post_to_dict(post) for post in queued),
+            turn=TurnMark(turn.row.id, done=done),
+            fence=turn.fence,
         )
-        session = await self._commit(session, step)
-        if case is not None:
-            found = await self.store.cases(session_id=session.id, limit=1)
-            opened.extend(found)
-            log.warning("session %s: case #%d opened for %s", session.key, found[0].id, case.agent)
-        return session
-
-    async def _commit(self, session: Session, step: Step) -> Session:
         stored = await self.store.commit(step)
-        if stored is None:
-            return session
-        self.windows.extend(stored.id, stored.item_count, step.items)
-        return stored
+        assert stored is not None
+        self.windows.extend(stored.id, stored.item_count, records)
+        turn.session, turn.done = stored, done
+        turn.posts.extend(posts)
+        if case is not None:
+            opened = await self.store.cases(session_id=stored.id, limit=1)
+            turn.cases.extend(opened)
+            log.warning("session %s: case #%d opened for %s", stored.key, opened[0].id, case.agent)
+        if queued:
+            await turn.deliver()
 
-    def _post(self, session: Session, event: Event) -> Post | None:
+    def _post(self, session: Session, event: ev.Event) -> Post | None:
         """The post a step owes the thread; a reply is queued with the model call that wrote it."""
         match event:
-            case ModelCalled(agent=agent, reply=reply) if reply.text and reply.text.strip():
+            case ev.ModelCalled(agent=agent, reply=reply) if reply.text and reply.text.strip():
                 return Post("reply", reply.text, self.workflow.agent(agent).display, agent)
-            case HandoffSent(source=source, target=target, reason=reason):
+            case ev.HandoffSent(source=source, target=target, reason=reason):
                 log.info("session %s: %s handed off to %s", session.key, source, target)
                 if not self.show_handoffs:
                     return None
                 because = f": {reason}" if reason else ""
                 text = f"{source} handed you to {target}{because}"
                 return Post("handoff", text, self.workflow.agent(target).display, target)
-            case TurnStopped(agent=agent, cause=cause, notice=notice):
+            case ev.TurnStopped(agent=agent, cause=cause, notice=notice):
                 log.warning("session %s: turn stopped (%s) at %s", session.key, cause, agent)
                 return Post("notice", notice.text, self.workflow.agent(agent).display, agent)
-            case Closed(agent=agent):
+            case ev.Closed(agent=agent):
                 log.info("session %s closed by the termination condition", session.key)
                 return Post("notice", CLOSED_TEXT, self.workflow.agent(agent).display, agent)
             case _:
                 return None
+
+
+def _held(event: ev.Event) -> bool:
+    """Whether an event waits for the next one before it is stored: nothing slow comes between
+    a reply and the end of its turn, and a reply of calls only is stored with their results."""
+    if isinstance(event, ev.AgentMessage):
+        return True
+    if isinstance(event, ev.ModelCalled):
+        reply = event.reply
+        return not reply.tool_calls or not (reply.text and reply.text.strip())
+    return False
+
+
+def _usage(events: list[ev.Event]) -> ModelUsage | None:
+    """The usage of the (at most one) model call among a step's events."""
+    called = next((e for e in events if isinstance(e, ev.ModelCalled)), None)
+    if called is None:
+        return None
+    tokens = called.usage or Usage()
+    return ModelUsage(called.agent, called.model, tokens.prompt_tokens, tokens.completion_tokens)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from bot.store.protocols import Cases, Conversations, Events, History, Leases, Outbox, SessionStore
+from bot.store.protocols import Cases, Conversations, History, Inbox, Leases, Outbox, SessionStore
 from bot.store.sqlite import SQLiteDriver
 from bot.store.store import Store
 from bot.store.values import Case, Session, SessionKey, Step, StoreError
@@ -34,8 +34,8 @@ __all__ = [
     "Case",
     "Cases",
     "Conversations",
-    "Events",
     "History",
+    "Inbox",
     "Leases",
     "Outbox",
     "Session",

@@ -9,8 +9,8 @@ from pathlib import Path
 from bot.store.postgres import PostgresDriver
 from bot.store.values import StoreError
 
-# Tables in dependency order, with the columns both schemas share; json columns become jsonb.
-TABLES: tuple[tuple[str, tuple[str, ...], frozenset[str]], ...] = (
+# Tables in dependency order, with the columns both schemas share.
+TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "sessions",
         (
@@ -29,14 +29,31 @@ TABLES: tuple[tuple[str, tuple[str, ...], frozenset[str]], ...] = (
             "completion_tokens",
             "taken_over_by",
         ),
-        frozenset(),
     ),
-    ("items", ("session_id", "seq", "kind", "agent", "body", "created_at"), frozenset({"body"})),
-    ("inbound_events", ("platform", "event_id", "session_id", "received_at"), frozenset()),
+    ("items", ("session_id", "seq", "kind", "agent", "body", "created_at")),
+    ("inbound_events", ("platform", "event_id", "session_id", "received_at")),
+    (
+        "inbox",
+        (
+            "id",
+            "platform",
+            "channel",
+            "thread",
+            "event_id",
+            "author",
+            "text",
+            "mentioned",
+            "stamp",
+            "cut",
+            "received_at",
+            "session_id",
+            "seq",
+            "done_at",
+        ),
+    ),
     (
         "model_calls",
         ("session_id", "seq", "agent", "model", "prompt_tokens", "completion_tokens", "created_at"),
-        frozenset(),
     ),
     (
         "cases",
@@ -51,25 +68,30 @@ TABLES: tuple[tuple[str, tuple[str, ...], frozenset[str]], ...] = (
             "opened_at",
             "updated_at",
         ),
-        frozenset(),
     ),
-    ("case_actions", ("case_id", "seq", "action", "actor", "at"), frozenset()),
+    ("case_actions", ("case_id", "seq", "action", "actor", "at")),
     (
         "outbox",
         (
             "id",
+            "platform",
+            "channel",
+            "thread",
             "session_id",
+            "turn",
+            "kind",
             "body",
+            "origin",
             "attempts",
             "next_attempt_at",
             "error",
+            "ref",
             "created_at",
             "sent_at",
         ),
-        frozenset({"body"}),
     ),
 )
-SEQUENCES = ("sessions", "cases", "outbox")
+SEQUENCES = ("sessions", "inbox", "cases", "outbox")
 
 
 async def migrate(source: str | Path, target: str) -> dict[str, int]:
@@ -91,11 +113,8 @@ async def migrate(source: str | Path, target: str) -> dict[str, int]:
                 raise StoreError(
                     f"{store.where} already holds conversations; migrate into an empty database"
                 )
-            for table, columns, json_columns in TABLES:
-                values = ", ".join(
-                    f"${i}::jsonb" if column in json_columns else f"${i}"
-                    for i, column in enumerate(columns, start=1)
-                )
+            for table, columns in TABLES:
+                values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
                 await conn.executemany(
                     f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})", rows[table]
                 )
@@ -114,5 +133,5 @@ def _read(source: str) -> dict[str, list[tuple[object, ...]]]:
     with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as db:
         return {
             table: db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
-            for table, columns, _ in TABLES
+            for table, columns in TABLES
         }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bot.store import ops_leases
+from bot.store.ops_outbox import queue
 from bot.store.ops_sessions import append
 from bot.store.sql import Op, count, row, rows
 from bot.store.values import Case, CaseAction, CaseStatus, Decision, SessionKey
@@ -48,8 +50,9 @@ def set_card(case_id: int, card: str) -> Op[None]:
     yield count("UPDATE cases SET card = ? WHERE id = ?", card, case_id)
 
 
-def decide(decision: Decision) -> Op[Case | None]:
+def decide(decision: Decision, origin: str | None = None) -> Op[Case | None]:
     """Apply a moderator's decision; None, changing nothing, if the case moved on meanwhile."""
+    yield from ops_leases.check(decision.fence)
     found = yield row(
         "SELECT status, session_id FROM cases WHERE id = ? FOR UPDATE", decision.case_id
     )
@@ -72,11 +75,8 @@ def decide(decision: Decision) -> Op[Case | None]:
         now,
         decision.case_id,
     )
-    yield from append(
-        found[1],
-        decision.items,
-        decision.agent,
-        decision.session_status,
-        decision.holder,
+    session = yield from append(
+        found[1], decision.items, decision.agent, decision.session_status, decision.holder
     )
+    yield from queue(session.key, session.id, None, origin, decision.posts)
     return (yield from get_case(decision.case_id))

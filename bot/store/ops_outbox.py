@@ -1,4 +1,8 @@
-"""Outbox operations: posts the bot owes a thread, queued with their step, delivered in order."""
+"""Outbox operations: posts the bot owes a thread, queued with their step, sent in order.
+
+A post is marked sent, with the platform's reference, as soon as the platform accepts it. A post
+that replaces its turn's placeholder consumes it (the placeholder's reference is cleared).
+"""
 
 from __future__ import annotations
 
@@ -7,64 +11,113 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from bot.store import ops_leases
 from bot.store.sql import Many, Op, count, row, rows, to_json
-from bot.store.values import Outgoing, SessionKey
+from bot.store.values import Fence, Outgoing, SessionKey
 
 _SELECT = (
-    "SELECT o.id, o.session_id, s.platform, s.channel, s.thread, o.body, o.attempts, "
-    "o.next_attempt_at FROM outbox o JOIN sessions s ON s.id = o.session_id "
-    "WHERE o.sent_at IS NULL"
+    "SELECT o.id, o.platform, o.channel, o.thread, o.body, o.session_id, o.turn, o.kind, "
+    "o.origin, o.attempts, o.next_attempt_at, (SELECT w.ref FROM outbox w WHERE w.turn = o.turn "
+    "AND w.kind = 'working' AND w.sent_at IS NOT NULL AND o.kind <> 'working') "
+    "FROM outbox o WHERE o.sent_at IS NULL"
 )
-_OLDEST = "SELECT id FROM outbox WHERE session_id = ? AND sent_at IS NULL ORDER BY id"
+_THREAD = "o.platform = ? AND o.channel = ? AND o.thread = ?"
 
 
-def queue(session_id: int, posts: Sequence[dict[str, Any]]) -> Op[None]:
+def queue(
+    key: SessionKey,
+    session_id: int | None,
+    turn: int | None,
+    origin: str | None,
+    posts: Sequence[dict[str, Any]],
+) -> Op[None]:
     """Queue posts behind the thread's unsent ones, in the caller's write."""
     if posts:
         now = time.time()
         yield Many(
-            "INSERT INTO outbox (session_id, body, next_attempt_at, created_at) "
-            "VALUES (?, ?, ?, ?)",
-            [(session_id, to_json(post), now, now) for post in posts],
+            "INSERT INTO outbox (platform, channel, thread, session_id, turn, kind, body, origin, "
+            "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (*_key(key), session_id, turn, post["kind"], to_json(post), origin, now, now)
+                for post in posts
+            ],
         )
 
 
-def mark_sent(session_id: int, number: int) -> Op[None]:
-    """Record delivery of the session's `number` oldest unsent posts."""
-    if number:
-        yield count(
-            f"UPDATE outbox SET sent_at = ?, error = NULL WHERE id IN ({_OLDEST} LIMIT ?)",
-            time.time(),
-            session_id,
-            number,
-        )
+def pending(key: SessionKey, limit: int = 50) -> Op[list[Outgoing]]:
+    """The thread's unsent posts, oldest first."""
+    found = yield rows(f"{_SELECT} AND {_THREAD} ORDER BY o.id LIMIT ?", *_key(key), limit)
+    return [_outgoing(each) for each in found]
 
 
-def mark_failed(session_id: int, error: str, retry_at: float) -> Op[None]:
-    """Record a failed delivery of the session's oldest unsent post, and when to retry it."""
+def mark_sent(post: Outgoing, ref: str | None, fence: Fence | None) -> Op[None]:
+    """The platform accepted the post (`ref` names what it created)."""
+    yield from ops_leases.check(fence)
     yield count(
-        "UPDATE outbox SET attempts = attempts + 1, error = ?, next_attempt_at = ? "
-        f"WHERE id = ({_OLDEST} LIMIT 1)",
+        "UPDATE outbox SET sent_at = ?, ref = ?, error = NULL WHERE id = ?",
+        time.time(),
+        ref,
+        post.id,
+    )
+    if post.placeholder is not None:
+        yield count("UPDATE outbox SET ref = NULL WHERE turn = ? AND kind = 'working'", post.turn)
+
+
+def mark_failed(post: Outgoing, error: str, retry_at: float, fence: Fence | None) -> Op[None]:
+    """A delivery failed: count it, and say when to try again."""
+    yield from ops_leases.check(fence)
+    yield count(
+        "UPDATE outbox SET attempts = attempts + 1, error = ?, next_attempt_at = ? WHERE id = ?",
         error[:500],
         retry_at,
-        session_id,
+        post.id,
     )
 
 
+def due_threads(platform: str, now: float, limit: int) -> Op[list[SessionKey]]:
+    """Threads of a platform whose oldest unsent post is due (a later one waits behind it)."""
+    found = yield rows(
+        "SELECT o.platform, o.channel, o.thread FROM outbox o "
+        "WHERE o.sent_at IS NULL AND o.platform = ? AND o.next_attempt_at <= ? "
+        "AND o.id = (SELECT min(x.id) FROM outbox x WHERE x.platform = o.platform "
+        "AND x.channel = o.channel AND x.thread = o.thread AND x.sent_at IS NULL) LIMIT ?",
+        platform,
+        now,
+        limit,
+    )
+    return [SessionKey(*each) for each in found]
+
+
+def has_unsent(key: SessionKey) -> Op[bool]:
+    found = yield row(f"SELECT 1 FROM outbox o WHERE o.sent_at IS NULL AND {_THREAD}", *_key(key))
+    return found is not None
+
+
 def unsent(session_id: int) -> Op[list[Outgoing]]:
+    """A session's unsent posts, oldest first (for tests and diagnostics)."""
     found = yield rows(f"{_SELECT} AND o.session_id = ? ORDER BY o.id LIMIT 1000", session_id)
     return [_outgoing(each) for each in found]
 
 
-def due(now: float, limit: int) -> Op[list[Outgoing]]:
-    found = yield rows(f"{_SELECT} AND o.next_attempt_at <= ? ORDER BY o.id LIMIT ?", now, limit)
-    return [_outgoing(each) for each in found]
+def count_unsent() -> Op[int]:
+    found = yield row("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+    return int(found[0]) if found else 0
 
 
-def has_unsent(session_id: int) -> Op[bool]:
-    return (yield row(f"{_OLDEST} LIMIT 1", session_id)) is not None
+def last_ref(key: SessionKey) -> Op[str | None]:
+    """The platform reference of the thread's newest post marked sent."""
+    found = yield row(
+        f"SELECT o.ref FROM outbox o WHERE {_THREAD} AND o.sent_at IS NOT NULL "
+        "AND o.ref IS NOT NULL ORDER BY o.id DESC LIMIT 1",
+        *_key(key),
+    )
+    return None if found is None else str(found[0])
+
+
+def _key(key: SessionKey) -> tuple[str, str, str]:
+    return (key.platform, key.channel, key.thread)
 
 
 def _outgoing(found: Any) -> Outgoing:
-    key = SessionKey(found[2], found[3], found[4])
-    return Outgoing(found[0], found[1], key, json.loads(found[5]), found[6], found[7])
+    key = SessionKey(found[1], found[2], found[3])
+    return Outgoing(found[0], key, json.loads(found[4]), *found[5:12])

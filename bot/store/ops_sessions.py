@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from bot.engine.transcript import Item, item_from_dict, item_to_dict, speaker
-from bot.store.ops_outbox import has_unsent, mark_sent, queue
+from bot.store import ops_leases
+from bot.store.ops_outbox import queue
 from bot.store.sql import Many, Op, Row, count, row, rows, to_json
 from bot.store.values import (
-    Admitted,
     Entry,
     EventId,
     Holder,
@@ -23,7 +23,7 @@ from bot.store.values import (
     Status,
     Step,
     StoreError,
-    V,
+    TurnMark,
 )
 
 SESSION_COLUMNS = (
@@ -138,53 +138,54 @@ def seen_event(event: EventId) -> Op[bool]:
     return found is not None
 
 
-def admit(
-    key: SessionKey, event: EventId | None, decide: Callable[[Session | None], V]
-) -> Op[Admitted[V] | None]:
-    """Read the thread's session, let `decide` (the service's rules, a pure function) say what
-    to write, and write it, all in one transaction; None if `event` was claimed before."""
-    if event is not None and (yield from seen_event(event)):
-        return None
-    found = yield from find_session(key)
-    verdict = decide(found)
-    step = verdict.step
-    if step is None:
-        return Admitted(verdict, found)
-    if step.session_id is None and step.opens is None:
-        claimed = step.event is None or (yield from claim_event(step.event, None))
-        return Admitted(verdict, found, duplicate=not claimed)
-    stored = yield from commit(step)
-    if stored is None:
-        return Admitted(verdict, found, duplicate=True)
-    return Admitted(verdict, stored, backlog=(yield from has_unsent(stored.id)))
-
-
-def commit(step: Step) -> Op[Session | None]:
+def commit(step: Step, origin: str | None = None) -> Op[Session | None]:
     """Apply one `Step` (see its docstring); None, changing nothing, for a claimed event."""
+    yield from ops_leases.check(step.fence)
     if step.event is not None and not (yield from claim_event(step.event, step.session_id)):
         return None
-    session_id = step.session_id
+    session: Session | None = None
     if step.opens is not None:
-        session_id = (yield from open_session(step.opens)).id
-    if session_id is None:
-        raise StoreError("a step names no session and opens none")
-    session = yield from append(
-        session_id, step.items, step.agent, step.status, step.holder, step.usage
-    )
-    if step.case is not None:
+        session = yield from open_session(step.opens)
+    if session is not None or step.session_id is not None:
+        session_id = session.id if session is not None else step.session_id
+        assert session_id is not None
+        session = yield from append(
+            session_id, step.items, step.agent, step.status, step.holder, step.usage
+        )
+    if session is not None and step.case is not None:
         now = time.time()
         yield count(
             "INSERT INTO cases (session_id, agent, reason, opened_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            session_id,
+            session.id,
             step.case.agent,
             step.case.reason,
             now,
             now,
         )
-    yield from mark_sent(session_id, step.delivered)
-    yield from queue(session_id, step.posts)
+    if step.turn is not None:
+        yield from mark_turn(step.turn, session, len(step.items))
+    key = session.key if session is not None else step.key
+    if step.posts:
+        if key is None:
+            raise StoreError("a step queues posts but names no thread")
+        turn = step.turn.row if step.turn is not None else None
+        session_id = session.id if session is not None else None
+        yield from queue(key, session_id, turn, origin, step.posts)
     return session
+
+
+def mark_turn(turn: TurnMark, session: Session | None, appended: int) -> Op[None]:
+    """Where the message's turn begins (its item's position), and whether it is done."""
+    if turn.started and session is not None:
+        yield count(
+            "UPDATE inbox SET session_id = ?, seq = ? WHERE id = ?",
+            session.id,
+            session.item_count - appended + 1,
+            turn.row,
+        )
+    if turn.done:
+        yield count("UPDATE inbox SET done_at = ? WHERE id = ?", time.time(), turn.row)
 
 
 def append(

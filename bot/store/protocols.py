@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from bot.store.values import (
@@ -14,8 +13,12 @@ from bot.store.values import (
     Decision,
     Entry,
     EventId,
+    Fence,
+    Inbound,
+    InboxRow,
     ModelCallRecord,
     Outgoing,
+    Received,
     Session,
     SessionKey,
     Step,
@@ -32,15 +35,6 @@ class Conversations(Protocol):
 
     async def get_session(self, session_id: int) -> Session | None:
         """A session by id."""
-        ...
-
-    async def admit(
-        self, key: SessionKey, event: EventId | None, decide: Callable[[Session | None], V]
-    ) -> Admitted[V] | None:
-        """Read the thread's session, let `decide` say what to write, write it: one transaction;
-        None, writing nothing, when `event` was claimed before (a duplicate).
-
-        `decide` runs inside the transaction, so it must be a quick pure function."""
         ...
 
     async def commit(self, step: Step) -> Session | None:
@@ -76,11 +70,40 @@ class History(Protocol):
         ...
 
 
-class Events(Protocol):
-    """Inbound platform events, claimed once."""
+class Inbox(Protocol):
+    """Inbound messages: stored before they are acknowledged, owed a turn until answered."""
+
+    async def receive(self, message: Inbound, *, only_if_held: bool = False) -> Received:
+        """Claim the message's event and store the message, owed a turn (see `ops_inbox`)."""
+        ...
+
+    async def next_owed(self, key: SessionKey) -> InboxRow | None:
+        """The thread's owed message that the platform stamped first."""
+        ...
+
+    async def owed_threads(self, platform: str, limit: int = 500) -> list[SessionKey]:
+        """Threads of a platform with messages owed a turn."""
+        ...
+
+    async def admit(
+        self, message: InboxRow, fence: Fence | None, decide: Callable[[Session | None], V]
+    ) -> Admitted[V]:
+        """Read the thread's session, let `decide` say what the message's step is, write it:
+        one transaction. `decide` runs inside it, so it must be a quick pure function."""
+        ...
+
+    async def finish(self, message: InboxRow, fence: Fence | None) -> None:
+        """Mark a message answered when its turn's last step stored nothing else."""
+        ...
+
+    async def last_stamps(
+        self, platform: str, since: float, limit: int = 200
+    ) -> list[tuple[SessionKey, str]]:
+        """Open conversations active since `since`, with the newest stamp stored for each."""
+        ...
 
     async def claim_event(self, event: EventId) -> bool:
-        """Claim an event that stores nothing else; False if it was claimed before."""
+        """Claim an event that stores nothing else (a click); False if claimed before."""
         ...
 
     async def seen_event(self, event: EventId) -> bool:
@@ -89,26 +112,40 @@ class Events(Protocol):
 
 
 class Outbox(Protocol):
-    """Posts owed to threads, delivered in order."""
+    """Posts owed to threads, sent in order, each marked as soon as the platform accepts it."""
+
+    async def pending(self, key: SessionKey) -> list[Outgoing]:
+        """The thread's unsent posts, oldest first."""
+        ...
 
     async def unsent(self, session_id: int) -> list[Outgoing]:
-        """The session's posts not yet delivered, oldest first."""
+        """A session's unsent posts, oldest first."""
         ...
 
-    async def has_unsent(self, session_id: int) -> bool:
-        """Whether the session has a post not yet delivered."""
+    async def has_unsent(self, key: SessionKey) -> bool:
+        """Whether the thread has a post not yet sent."""
         ...
 
-    async def due(self, now: float, limit: int = 100) -> list[Outgoing]:
-        """Undelivered posts whose next attempt is due, oldest first."""
+    async def count_unsent(self) -> int:
+        """How many posts wait in the outbox, all threads together."""
         ...
 
-    async def mark_sent(self, session_id: int, number: int) -> None:
-        """Record delivery of the session's `number` oldest unsent posts."""
+    async def due_threads(self, platform: str, now: float, limit: int = 500) -> list[SessionKey]:
+        """Threads of a platform with a post whose next attempt is due."""
         ...
 
-    async def mark_failed(self, session_id: int, error: str, retry_at: float) -> None:
-        """Record a failed delivery of the session's oldest unsent post, and when to retry."""
+    async def mark_sent(self, post: Outgoing, ref: str | None, fence: Fence | None) -> None:
+        """The platform accepted the post; `ref` names what it created."""
+        ...
+
+    async def mark_failed(
+        self, post: Outgoing, error: str, retry_at: float, fence: Fence | None
+    ) -> None:
+        """A delivery failed: count it, and when to try again."""
+        ...
+
+    async def last_ref(self, key: SessionKey) -> str | None:
+        """The platform reference of the thread's newest post marked sent."""
         ...
 
 
@@ -139,19 +176,37 @@ class Cases(Protocol):
 
 
 class Leases(Protocol):
-    """A thread's turns run in one process at a time."""
+    """A thread's turns run in one process at a time: a lease, on a shared database."""
 
-    def thread_lock(self, key: SessionKey) -> AbstractAsyncContextManager[None]:
-        """Hold the thread while a turn runs (a no-op for a single process)."""
+    @property
+    def shared(self) -> bool:
+        """Whether several processes may serve the database (else: no leases needed)."""
+        ...
+
+    async def acquire(self, key: SessionKey, ttl: float) -> Fence | None:
+        """Take the thread's lease for `ttl` seconds; None while another process holds it."""
+        ...
+
+    async def renew(self, fence: Fence, ttl: float) -> bool:
+        """Extend the lease; False if another process took it meanwhile."""
+        ...
+
+    async def release(self, fence: Fence) -> None:
+        """Let the lease go."""
         ...
 
 
-class SessionStore(Conversations, History, Events, Outbox, Cases, Leases, Protocol):
+class SessionStore(Conversations, History, Inbox, Outbox, Cases, Leases, Protocol):
     """Everything above, on one database."""
 
     @property
     def where(self) -> str:
         """Where the data lives, without credentials."""
+        ...
+
+    @property
+    def owner(self) -> str:
+        """This process, as it names itself in leases and in the posts it queues."""
         ...
 
     async def open(self) -> None:

@@ -102,3 +102,58 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_unsent ON outbox (session_id, id) WHERE sent_at IS NULL;
 CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE sent_at IS NULL;
+
+-- version 5
+-- The inbox: every inbound message is stored, owed a turn, before the platform is told it
+-- arrived. A thread's turns take its owed messages in the platform's order (`stamp`); `seq` is
+-- the transcript position of the message once its turn started, `done_at` when it finished.
+CREATE TABLE inbox (
+    id INTEGER PRIMARY KEY,
+    platform TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    thread TEXT NOT NULL,
+    event_id TEXT,
+    author TEXT NOT NULL,
+    text TEXT NOT NULL,
+    mentioned INTEGER NOT NULL,
+    stamp TEXT NOT NULL,
+    cut INTEGER NOT NULL DEFAULT 0,
+    received_at REAL NOT NULL,
+    session_id INTEGER REFERENCES sessions (id) ON DELETE SET NULL,
+    seq INTEGER,
+    done_at REAL
+);
+CREATE INDEX inbox_owed ON inbox (platform, channel, thread, stamp, id) WHERE done_at IS NULL;
+CREATE INDEX inbox_by_time ON inbox (received_at);
+
+-- The outbox keyed by thread (a post may precede any session, or go to moderators), with the
+-- turn it belongs to, its kind, the process that queued it, and the platform's reference once
+-- sent (a crash between "accepted" and "marked sent" is looked up, not posted twice).
+CREATE TABLE outbox_v5 (
+    id INTEGER PRIMARY KEY,
+    platform TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    thread TEXT NOT NULL,
+    session_id INTEGER REFERENCES sessions (id) ON DELETE CASCADE,
+    turn INTEGER,
+    kind TEXT NOT NULL DEFAULT 'reply',
+    body TEXT NOT NULL CHECK (json_valid(body)),
+    origin TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    error TEXT,
+    ref TEXT,
+    created_at REAL NOT NULL,
+    sent_at REAL
+);
+INSERT INTO outbox_v5 (id, platform, channel, thread, session_id, kind, body, attempts,
+    next_attempt_at, error, created_at, sent_at)
+    SELECT o.id, s.platform, s.channel, s.thread, o.session_id,
+        coalesce(json_extract(o.body, '$.kind'), 'reply'), o.body, o.attempts, o.next_attempt_at,
+        o.error, o.created_at, o.sent_at
+    FROM outbox o JOIN sessions s ON s.id = o.session_id;
+DROP TABLE outbox;
+ALTER TABLE outbox_v5 RENAME TO outbox;
+CREATE INDEX outbox_unsent ON outbox (platform, channel, thread, id) WHERE sent_at IS NULL;
+CREATE INDEX outbox_due ON outbox (platform, next_attempt_at) WHERE sent_at IS NULL;
+CREATE INDEX outbox_turn ON outbox (turn, kind) WHERE turn IS NOT NULL;

@@ -98,3 +98,50 @@ CREATE TABLE thread_leases (
     owner TEXT NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL
 );
+
+-- version 2
+-- The inbox (see schema.sql, version 5), the outbox keyed by thread, item and post bodies as
+-- plain JSON text (jsonb refuses the escaped NUL that a model can write), and lease tokens that
+-- fence a process which lost its lease out of every write.
+CREATE TABLE inbox (
+    id BIGSERIAL PRIMARY KEY,
+    platform TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    thread TEXT NOT NULL,
+    event_id TEXT,
+    author TEXT NOT NULL,
+    text TEXT NOT NULL,
+    mentioned INTEGER NOT NULL,
+    stamp TEXT NOT NULL,
+    cut INTEGER NOT NULL DEFAULT 0,
+    received_at DOUBLE PRECISION NOT NULL,
+    session_id BIGINT REFERENCES sessions (id) ON DELETE SET NULL,
+    seq INTEGER,
+    done_at DOUBLE PRECISION
+);
+CREATE INDEX inbox_owed ON inbox (platform, channel, thread, stamp, id) WHERE done_at IS NULL;
+CREATE INDEX inbox_by_time ON inbox (received_at);
+
+ALTER TABLE items ALTER COLUMN body TYPE TEXT;
+ALTER TABLE outbox ALTER COLUMN body TYPE TEXT;
+ALTER TABLE outbox ALTER COLUMN session_id DROP NOT NULL;
+ALTER TABLE outbox ADD COLUMN platform TEXT;
+ALTER TABLE outbox ADD COLUMN channel TEXT;
+ALTER TABLE outbox ADD COLUMN thread TEXT;
+ALTER TABLE outbox ADD COLUMN turn BIGINT;
+ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'reply';
+ALTER TABLE outbox ADD COLUMN origin TEXT;
+ALTER TABLE outbox ADD COLUMN ref TEXT;
+UPDATE outbox o SET platform = s.platform, channel = s.channel, thread = s.thread,
+    kind = coalesce(o.body::jsonb ->> 'kind', 'reply')
+    FROM sessions s WHERE s.id = o.session_id;
+ALTER TABLE outbox ALTER COLUMN platform SET NOT NULL;
+ALTER TABLE outbox ALTER COLUMN channel SET NOT NULL;
+ALTER TABLE outbox ALTER COLUMN thread SET NOT NULL;
+DROP INDEX outbox_unsent;
+DROP INDEX outbox_due;
+CREATE INDEX outbox_unsent ON outbox (platform, channel, thread, id) WHERE sent_at IS NULL;
+CREATE INDEX outbox_due ON outbox (platform, next_attempt_at) WHERE sent_at IS NULL;
+CREATE INDEX outbox_turn ON outbox (turn, kind) WHERE turn IS NOT NULL;
+
+ALTER TABLE thread_leases ADD COLUMN token BIGINT NOT NULL DEFAULT 0;

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
+import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from bot.store import ops_cases, ops_leases, ops_outbox, ops_sessions
+from bot.store import ops_cases, ops_inbox, ops_leases, ops_outbox, ops_sessions
 from bot.store import values as v
 from bot.store.sql import Op
 from bot.store.values import V
 
 T = TypeVar("T")
-_NOTHING: AbstractAsyncContextManager[None] = contextlib.nullcontext()
 
 
 class Driver(Protocol):
@@ -35,16 +32,25 @@ class Driver(Protocol):
 
 
 class Store:
-    """The `SessionStore` on any driver; the operations live in the `ops_*` modules."""
+    """The `SessionStore` on any driver; the operations live in the `ops_*` modules.
+
+    `owner` names this process (host, pid and a random part, so a restarted process with the
+    same pid is another owner): leases are taken in its name and posts it queues carry it.
+    """
 
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     @property
     def where(self) -> str:
         """Where the data lives, without credentials."""
         return self.driver.where
+
+    @property
+    def shared(self) -> bool:
+        """Whether several processes may serve this database at once."""
+        return self.driver.shared
 
     async def open(self) -> None:
         """Connect and migrate; a failure leaves nothing open."""
@@ -81,13 +87,8 @@ class Store:
     async def list_sessions(self, limit: int = 50) -> list[v.Session]:
         return await self._read(ops_sessions.list_sessions(limit))
 
-    async def admit(
-        self, key: v.SessionKey, event: v.EventId | None, decide: Callable[[v.Session | None], V]
-    ) -> v.Admitted[V] | None:
-        return await self._write(ops_sessions.admit(key, event, decide))
-
     async def commit(self, step: v.Step) -> v.Session | None:
-        return await self._write(ops_sessions.commit(step))
+        return await self._write(ops_sessions.commit(step, self.owner))
 
     async def recent(self, session_id: int, limit: int) -> list[v.Entry]:
         return await self._read(ops_sessions.recent(session_id, limit))
@@ -101,7 +102,29 @@ class Store:
     async def model_calls(self, session_id: int) -> list[v.ModelCallRecord]:
         return await self._read(ops_sessions.model_calls(session_id))
 
-    # Events
+    # Inbox and events
+
+    async def receive(self, message: v.Inbound, *, only_if_held: bool = False) -> v.Received:
+        return await self._write(ops_inbox.receive(message, only_if_held))
+
+    async def next_owed(self, key: v.SessionKey) -> v.InboxRow | None:
+        return await self._read(ops_inbox.next_owed(key))
+
+    async def owed_threads(self, platform: str, limit: int = 500) -> list[v.SessionKey]:
+        return await self._read(ops_inbox.owed_threads(platform, limit))
+
+    async def admit(
+        self, message: v.InboxRow, fence: v.Fence | None, decide: Callable[[v.Session | None], V]
+    ) -> v.Admitted[V]:
+        return await self._write(ops_inbox.admit(message, fence, decide, self.owner))
+
+    async def finish(self, message: v.InboxRow, fence: v.Fence | None) -> None:
+        await self._write(ops_inbox.finish(message, fence))
+
+    async def last_stamps(
+        self, platform: str, since: float, limit: int = 200
+    ) -> list[tuple[v.SessionKey, str]]:
+        return await self._read(ops_inbox.last_stamps(platform, since, limit))
 
     async def claim_event(self, event: v.EventId) -> bool:
         return await self._write(ops_sessions.claim_event(event, None))
@@ -111,21 +134,31 @@ class Store:
 
     # Outbox
 
+    async def pending(self, key: v.SessionKey) -> list[v.Outgoing]:
+        return await self._read(ops_outbox.pending(key))
+
     async def unsent(self, session_id: int) -> list[v.Outgoing]:
         return await self._read(ops_outbox.unsent(session_id))
 
-    async def has_unsent(self, session_id: int) -> bool:
-        return await self._read(ops_outbox.has_unsent(session_id))
+    async def has_unsent(self, key: v.SessionKey) -> bool:
+        return await self._read(ops_outbox.has_unsent(key))
 
-    async def due(self, now: float, limit: int = 100) -> list[v.Outgoing]:
-        return await self._read(ops_outbox.due(now, limit))
+    async def count_unsent(self) -> int:
+        return await self._read(ops_outbox.count_unsent())
 
-    async def mark_sent(self, session_id: int, number: int) -> None:
-        if number:
-            await self._write(ops_outbox.mark_sent(session_id, number))
+    async def due_threads(self, platform: str, now: float, limit: int = 500) -> list[v.SessionKey]:
+        return await self._read(ops_outbox.due_threads(platform, now, limit))
 
-    async def mark_failed(self, session_id: int, error: str, retry_at: float) -> None:
-        await self._write(ops_outbox.mark_failed(session_id, error, retry_at))
+    async def mark_sent(self, post: v.Outgoing, ref: str | None, fence: v.Fence | None) -> None:
+        await self._write(ops_outbox.mark_sent(post, ref, fence))
+
+    async def mark_failed(
+        self, post: v.Outgoing, error: str, retry_at: float, fence: v.Fence | None
+    ) -> None:
+        await self._write(ops_outbox.mark_failed(post, error, retry_at, fence))
+
+    async def last_ref(self, key: v.SessionKey) -> str | None:
+        return await self._read(ops_outbox.last_ref(key))
 
     # Cases
 
@@ -133,7 +166,11 @@ class Store:
         return await self._read(ops_cases.get_case(case_id))
 
     async def cases(
-        self, *, session_id: int | None = None, status: v.CaseStatus | None = None, limit: int = 100
+        self,
+        *,
+        session_id: int | None = None,
+        status: v.CaseStatus | None = None,
+        limit: int = 100,
     ) -> list[v.Case]:
         return await self._read(ops_cases.cases(session_id, status, limit))
 
@@ -144,26 +181,18 @@ class Store:
         await self._write(ops_cases.set_card(case_id, card))
 
     async def decide(self, decision: v.Decision) -> v.Case | None:
-        return await self._write(ops_cases.decide(decision))
+        return await self._write(ops_cases.decide(decision, self.owner))
 
-    # Leases
+    # Leases (a shared database only: one process on SQLite needs none)
 
-    def thread_lock(self, key: v.SessionKey) -> AbstractAsyncContextManager[None]:
-        """On a shared database, hold the thread's lease for the turn; a single process's lanes
-        already order each thread, so there it is nothing at all."""
-        return self._lease(key) if self.driver.shared else _NOTHING
+    async def acquire(self, key: v.SessionKey, ttl: float) -> v.Fence | None:
+        return await self._write(ops_leases.acquire(str(key), self.owner, ttl))
 
-    @contextlib.asynccontextmanager
-    async def _lease(self, key: v.SessionKey) -> AsyncIterator[None]:
-        """Take the thread's lease (polling while another process has it), drop it after."""
-        name, delay = str(key), 0.005
-        while not await self._write(ops_leases.take_lease(name, self.owner)):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        try:
-            yield
-        finally:
-            await self._write(ops_leases.drop_lease(name, self.owner))
+    async def renew(self, fence: v.Fence, ttl: float) -> bool:
+        return await self._write(ops_leases.renew(fence, ttl))
+
+    async def release(self, fence: v.Fence) -> None:
+        await self._write(ops_leases.release(fence))
 
     async def _read(self, op: Op[T]) -> T:
         return await self.driver.read(op, _name(op))

@@ -15,6 +15,10 @@ class StoreError(Exception):
     """The store failed; the message names the operation and never holds user text."""
 
 
+class LeaseLost(StoreError):
+    """Another process took the thread's lease: this one may no longer write for it."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionKey:
     """Where a conversation lives: a platform, a channel, and a thread in it."""
@@ -91,14 +95,22 @@ class ModelCallRecord:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A post the bot owes a thread, as stored in the outbox (`body` is the post as a dict)."""
+    """A post the bot owes a thread, as stored in the outbox (`body` is the post as a dict).
+
+    `turn` is the inbox row whose turn queued it; `origin` the process (or lease) that queued it;
+    `placeholder` the platform reference of its turn's "working on it" post, while unreplaced.
+    """
 
     id: int
-    session_id: int
     key: SessionKey
     body: dict[str, Any]
+    session_id: int | None = None
+    turn: int | None = None
+    kind: str = "reply"
+    origin: str | None = None
     attempts: int = 0
     next_attempt_at: float = 0.0
+    placeholder: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +155,33 @@ class Holder:
 
 
 @dataclass(frozen=True, slots=True)
+class Fence:
+    """A thread's lease as one process holds it: a write carrying it is refused once another
+    process has taken the lease (its token is then higher)."""
+
+    key: str
+    owner: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class TurnMark:
+    """What a step says of the inbox message whose turn it belongs to."""
+
+    row: int
+    started: bool = False  # the step stores the message: remember where its turn begins
+    done: bool = False  # the turn is over: the message is answered
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One write of a conversation, applied whole or not at all.
 
-    In order: claim `event` (a claimed one makes the step a duplicate: nothing is written), open
-    `opens` or find `session_id`, append `items`, set the active `agent`, the `status` and the
-    `holder`, record `usage` for the model call whose reply is the first item, open `case`,
-    mark the session's `delivered` oldest unsent posts as sent, then queue `posts`.
+    In order: check the `fence`, claim `event` (a claimed one makes the step a duplicate: nothing
+    is written), open `opens` or find `session_id`, append `items`, set the active `agent`, the
+    `status` and the `holder`, record `usage` for the model call whose reply is the first item,
+    open `case`, mark the inbox message's `turn`, then queue `posts` in the thread's outbox
+    (`key` names the thread when there is no session).
     """
 
     session_id: int | None = None
@@ -162,7 +194,46 @@ class Step:
     usage: ModelUsage | None = None
     case: NewCase | None = None
     posts: tuple[dict[str, Any], ...] = ()
-    delivered: int = 0
+    turn: TurnMark | None = None
+    key: SessionKey | None = None
+    fence: Fence | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """An inbound message as the inbox keeps it until its turn is done.
+
+    `stamp` orders a thread's messages as the platform stamped them (Slack's `ts`, a Discord
+    snowflake), zero-padded so that text order is time order.
+    """
+
+    key: SessionKey
+    author: str
+    text: str
+    mentioned: bool
+    stamp: str
+    event: EventId | None = None
+    cut: bool = False  # the text was cut to the length limit
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """A stored inbound message still owed a turn (or whose turn was interrupted)."""
+
+    id: int
+    message: Inbound
+    received_at: float
+    session_id: int | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What `receive` did: stored a new owed message, or found its event claimed before."""
+
+    row: int | None  # the new inbox row; None for a duplicate or an ignored message
+    duplicate: bool = False
+    owed: bool = False  # a duplicate whose message is still waiting for its turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +249,8 @@ class Decision:
     items: tuple[Item, ...] = ()
     agent: str | None = None
     session_status: Status | None = None
+    posts: tuple[dict[str, Any], ...] = ()
+    fence: Fence | None = None
 
 
 class Verdict(Protocol):

@@ -113,9 +113,10 @@ async def test_two_processes_answer_each_message_once_in_order(schema: str) -> N
             for process in bots:
                 await stop(process)
         for number, (thread, _) in enumerate(results):
-            assert [
+            seen = [
                 v.text for v in slack.visible("C1") if v.thread_ts == thread and v.text != WORKING
-            ] == [f"echo t{number}-m{i}" for i in range(5)]
+            ]
+            assert seen == [f"echo t{number}-m{i}" for i in range(5)]
     import asyncpg  # type: ignore[import-untyped]
 
     conn = await asyncpg.connect(POSTGRES_DSN, server_settings={"search_path": schema})

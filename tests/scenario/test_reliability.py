@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,14 @@ def msg(text: str, thread: str = "t1", **extra: object) -> IncomingMessage:
     return IncomingMessage("test", "C1", thread, text, **extra)  # type: ignore[arg-type]
 
 
+async def deliver_all(service: ConversationService) -> None:
+    """What the periodic sweep does while serving: kick every thread with work, let it run."""
+    await service.sweep()
+    await service.threads.settled()
+
+
 async def test_refused_posts_wait_in_the_outbox_and_arrive_in_order(store: Store) -> None:
-    platform = RecordingPlatform(refuse=3)
+    platform = RecordingPlatform(refuse=1000)  # down
     model = ScriptedModel(
         [call("handoff_to_Returns", {"reason": "return"}), say("Order number?"), say("Thanks!")]
     )
@@ -33,48 +40,51 @@ async def test_refused_posts_wait_in_the_outbox_and_arrive_in_order(store: Store
     assert second.posts[0].text == "Thanks!" and platform.texts() == []  # waits its turn
     assert len(await store.unsent(first.session.id)) == 3  # type: ignore[union-attr]
 
-    while await service.poster.run_once() == 0:  # two more refusals, then all three arrive
-        pass
+    platform.refuse = 2  # two more refusals, then all three arrive, in order
+    for _ in range(3):
+        await deliver_all(service)
     assert platform.texts() == ["Triage handed you to Returns: return", "Order number?", "Thanks!"]
     assert await store.unsent(first.session.id) == []  # type: ignore[union-attr]
-    assert await service.poster.run_once() == 0  # never sent twice
+    await deliver_all(service)
+    assert len(platform.texts()) == 3  # never sent twice
 
     direct = ConversationService(SHOP, ScriptedModel([say("Straight through.")]), store, platform)
     await direct.handle(msg("more?"))
     assert platform.texts()[-1] == "Straight through."
 
 
-class Crash(BaseException):
-    """Stands for the process dying: nothing after it runs."""
+class AcceptedThenLost(RecordingPlatform):
+    """The platform accepts a post, but its answer never arrives (a timeout, a reset)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose = 1
+
+    async def send(self, key: SessionKey, post: Post, *, tag: str, start: int = 0) -> str | None:
+        ref = await super().send(key, post, tag=tag, start=start)
+        if self.lose:
+            self.lose -= 1
+            raise TimeoutError("no answer")
+        return ref
 
 
-class DyingPlatform(RecordingPlatform):
-    """The process dies while the platform is posting."""
-
-    async def send(self, key: SessionKey, post: Post) -> str | None:
-        if post.kind == "working":
-            return None
-        raise Crash
-
-
-async def test_a_crash_between_storing_and_posting_is_delivered_once_on_restart(
-    db_path: Path,
-) -> None:
+async def test_a_post_accepted_before_a_failure_is_found_not_sent_again(db_path: Path) -> None:
+    platform = AcceptedThenLost()
     async with sqlite_store(db_path) as store:
         service = ConversationService(
-            SHOP, ScriptedModel([say("The reply.")]), store, DyingPlatform()
+            SHOP, ScriptedModel([say("The reply.")]), store, platform, retry_delay=0.2
         )
-        with pytest.raises(Crash):
-            await service.handle(msg("hello"))
-    async with sqlite_store(db_path) as store:
-        platform = RecordingPlatform()
+        await service.handle(msg("hello"))
+        assert platform.texts() == ["The reply."] and len(await store.unsent(1)) == 1
+    await asyncio.sleep(0.25)  # the retry comes due
+    async with sqlite_store(db_path) as store:  # a restart: another process, same platform
         restarted = ConversationService(SHOP, ScriptedModel(), store, platform)
-        assert await restarted.poster.run_once() == 1
-        assert await restarted.poster.run_once() == 0
+        await deliver_all(restarted)
+        assert await store.unsent(1) == []
         session = await store.find_session(KEY)
         assert session is not None
         kinds = [e.item.kind for e in await store.entries(session.id)]
-    assert platform.texts() == ["The reply."]
+    assert platform.texts() == ["The reply."]  # found on the platform: not posted twice
     assert kinds == ["user", "agent"]  # the transcript holds the reply once
 
 

@@ -12,7 +12,7 @@ from bot.engine import Agent, AgentReply, HandoffBuilder, Notice, UserTurn
 from bot.engine.loader import load_workflow
 from bot.models import ModelReply, ModelRequest
 from bot.service import ConversationService, IncomingMessage, WindowBudget
-from bot.service.conversation import ENDED_TEXT, NOTHING_TO_END_TEXT
+from bot.service.rules import ENDED_TEXT, NOTHING_TO_END_TEXT
 from bot.store import SessionKey, Store, sqlite_store
 from bot.testing import RecordingPlatform, ScriptedModel, call, say
 from tests.helpers import append, open_session
@@ -112,7 +112,7 @@ async def test_two_threads_interleave_without_cross_talk(store: Store) -> None:
     results = await asyncio.gather(*(service.handle(msg(t, thread)) for thread, t in order))
     texts = {t: r.posts[0].text for (_, t), r in zip(order, results, strict=True)}
     assert texts == {"a1": "a1", "b1": "b1", "a2": "a1|a2", "b2": "b1|b2", "a3": "a1|a2|a3"}
-    assert len(service.lanes) == 0  # lanes are dropped once idle
+    assert len(service.threads.lanes) == 0 and service.threads.busy == 0  # dropped once idle
 
 
 async def test_different_threads_run_concurrently(store: Store) -> None:

@@ -13,7 +13,18 @@ from bot.engine import AgentReply, HandoffRecord, Item, Notice, ToolOutcome, Use
 from bot.models import ToolCall
 from bot.store import SessionKey, Store, StoreError, sqlite_store
 from bot.store.sql import migrations
-from bot.store.values import Decision, EventId, Holder, ModelUsage
+from bot.store.values import (
+    Decision,
+    EventId,
+    Holder,
+    Inbound,
+    LeaseLost,
+    ModelUsage,
+    NewSession,
+    Received,
+    Step,
+    TurnMark,
+)
 from tests.helpers import append, open_session
 from tests.store.conftest import Opener
 
@@ -259,54 +270,130 @@ async def test_cases_and_moderation(any_store: Any) -> None:
     assert [c.id for c in await store.cases(status="approved")] == [case.id]
 
 
-async def test_the_outbox_delivers_in_order_and_marks_once(any_store: Any) -> None:
+async def test_the_outbox_keeps_order_marks_each_post_once_and_consumes_placeholders(
+    any_store: Any,
+) -> None:
     store = any_store
     session = await open_session(store, KEY, "shop", "Triage")
-    posts = [
-        {"kind": "reply", "text": f"p{i}", "agent": None, "persona": ["T", None, None]}
-        for i in range(3)
+    persona = ["T", None, None]
+    posts = (
+        {"kind": "working", "text": "…", "agent": None, "persona": persona},
+        *({"kind": "reply", "text": f"p{i}", "agent": None, "persona": persona} for i in range(2)),
+    )
+    step = Step(session.id, items=(AgentReply("Triage", "x"),), posts=posts, turn=TurnMark(7))
+    await store.commit(step)
+    pending = await store.pending(KEY)
+    assert [(o.kind, o.body["text"], o.turn, o.origin) for o in pending] == [
+        ("working", "…", 7, store.owner),
+        ("reply", "p0", 7, store.owner),
+        ("reply", "p1", 7, store.owner),
     ]
-    await append(store, session.id, [AgentReply("Triage", "x")], posts=posts)
-    assert [o.body["text"] for o in await store.unsent(session.id)] == ["p0", "p1", "p2"]
-    await store.mark_sent(session.id, 1)
-    await store.mark_failed(session.id, "down", retry_at=10**12)
-    unsent = await store.unsent(session.id)
-    assert [(o.body["text"], o.attempts) for o in unsent] == [("p1", 1), ("p2", 0)]
-    assert [o.body["text"] for o in await store.due(now=10**11)] == ["p2"]
-    assert await store.has_unsent(session.id)
-    await store.mark_sent(session.id, 2)
-    assert await store.unsent(session.id) == []
+    assert pending[1].placeholder is None  # the placeholder is not sent yet
+    await store.mark_sent(pending[0], "ts-1", None)
+    pending = await store.pending(KEY)
+    assert [o.placeholder for o in pending] == ["ts-1", "ts-1"]
+    await store.mark_failed(pending[0], "down", 10**12, None)
+    head = (await store.pending(KEY))[0]
+    assert (head.attempts, head.next_attempt_at) == (1, 10**12)
+    assert await store.due_threads(KEY.platform, now=10**11) == []
+    assert await store.due_threads(KEY.platform, now=10**13) == [KEY]
+    await store.mark_sent((await store.pending(KEY))[0], "ts-2", None)
+    assert [o.placeholder for o in await store.pending(KEY)] == [None]  # consumed by p0
+    assert await store.last_ref(KEY) == "ts-2"
+    assert await store.has_unsent(KEY)
+    await store.mark_sent((await store.pending(KEY))[0], "ts-3", None)
+    assert not await store.has_unsent(KEY) and await store.pending(KEY) == []
 
 
-async def test_the_thread_lease_orders_two_processes(tmp_path: Path) -> None:
+def inbound(text: str, stamp: str, event: str | None = None) -> Inbound:
+    return Inbound(KEY, "ana", text, True, stamp, EventId(KEY.platform, event) if event else None)
+
+
+async def test_the_inbox_stores_before_acknowledging_and_knows_retries(any_store: Any) -> None:
+    store = any_store
+    first = await store.receive(inbound("hi", "0002", "Ev1"))
+    assert first.row is not None and not first.duplicate
+    again = await store.receive(inbound("hi", "0002", "Ev1"))
+    assert (again.row, again.duplicate, again.owed) == (None, True, True)  # still owed a turn
+    earlier = await store.receive(inbound("before", "0001", "Ev0"))
+    owed = await store.next_owed(KEY)
+    assert owed is not None and owed.id == earlier.row and owed.message.text == "before"
+    assert await store.owed_threads("console") == [KEY]
+    await store.finish(owed, None)
+    owed = await store.next_owed(KEY)
+    assert owed is not None and owed.id == first.row
+    await store.finish(owed, None)
+    assert await store.next_owed(KEY) is None
+    retried = await store.receive(inbound("hi", "0002", "Ev1"))
+    assert (retried.duplicate, retried.owed) == (True, False)  # answered already
+
+
+async def test_chatter_outside_the_bots_threads_writes_nothing(any_store: Any) -> None:
+    store = any_store
+    quiet = Inbound(KEY, "bob", "lunch?", False, "0001", EventId("slack", "Ev5"))
+    assert await store.receive(quiet, only_if_held=True) == Received(None)
+    assert not await store.seen_event(EventId("slack", "Ev5"))
+    await open_session(store, KEY)
+    assert (await store.receive(quiet, only_if_held=True)).row is not None
+
+
+@dataclass(frozen=True)
+class Opens:
+    """A verdict that opens a conversation with the message."""
+
+    step: Step
+
+
+async def test_admission_stores_the_message_and_marks_where_its_turn_begins(
+    any_store: Any,
+) -> None:
+    store = any_store
+    received = await store.receive(inbound("refund please", "0001", "Ev1"))
+    row = await store.next_owed(KEY)
+    assert row is not None and row.id == received.row and row.seq is None
+
+    def decide(found: object) -> Opens:
+        assert found is None
+        turn = TurnMark(row.id, started=True)
+        items = (UserTurn("refund please"),)
+        return Opens(Step(opens=NewSession(KEY, "shop", "Triage"), items=items, turn=turn))
+
+    admitted = await store.admit(row, None, decide)
+    assert admitted.session is not None and admitted.session.item_count == 1
+    again = await store.next_owed(KEY)
+    assert again is not None and (again.session_id, again.seq) == (admitted.session.id, 1)
+
+
+async def test_a_fenced_write_is_refused_once_the_lease_moved_on() -> None:
     import asyncio
 
     from bot.store import postgres_store
     from tests.store.conftest import POSTGRES_DSN, drop_schema, postgres_schema
 
     schema = await postgres_schema()
+    assert schema is not None
     try:
         async with (
             postgres_store(POSTGRES_DSN, schema=schema) as first,
             postgres_store(POSTGRES_DSN, schema=schema) as second,
         ):
-            order: list[str] = []
-
-            async def turn(store: Store, name: str, hold: float) -> None:
-                async with store.thread_lock(KEY):
-                    order.append(f"{name} in")
-                    await asyncio.sleep(hold)
-                    order.append(f"{name} out")
-
-            first_turn = asyncio.create_task(turn(first, "a", 0.2))
-            await asyncio.sleep(0.05)
-            await asyncio.gather(first_turn, turn(second, "b", 0.0))
-            assert order == ["a in", "a out", "b in", "b out"]
-            # Other threads are independent: both leases at once.
-            async with first.thread_lock(SessionKey("x", "y", "z")), second.thread_lock(KEY):
-                pass
+            lease = await first.acquire(KEY, ttl=0.2)
+            assert lease is not None
+            assert await second.acquire(KEY, ttl=5) is None  # held
+            session = await open_session(first, KEY)
+            assert await first.commit(Step(session.id, items=(Notice("a"),), fence=lease))
+            await asyncio.sleep(0.3)  # the first process stalls past its lease
+            taken = await second.acquire(KEY, ttl=5)
+            assert taken is not None and taken.token > lease.token
+            with pytest.raises(LeaseLost):
+                await first.commit(Step(session.id, items=(Notice("late"),), fence=lease))
+            assert not await first.renew(lease, 5)
+            assert await second.commit(Step(session.id, items=(Notice("b"),), fence=taken))
+            await second.release(taken)
+            assert await first.acquire(KEY, ttl=5) is not None  # free again
+            notes = [e.item for e in await first.entries(session.id)]
+            assert notes == [Notice("a"), Notice("b")]
     finally:
-        assert schema is not None
         await drop_schema(schema)
 
 
