@@ -34,7 +34,7 @@ async def open_service(
     loaded = load_workflow(workflow or settings.bot_workflow)
     chosen = model or make_model(settings)
     try:
-        async with store_for(database or settings.bot_database) as store:
+        async with store_for(database or settings.bot_database, serving=True) as store:
             yield ConversationService(
                 loaded,
                 chosen,

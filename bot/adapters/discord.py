@@ -107,7 +107,7 @@ class SwitchboardClient(discord.Client):
         self.config = config
         self.cards_setting = None if config.moderator_channel else "DISCORD_MODERATOR_CHANNEL"
         self.service: ConversationService | None = None
-        self.accepting = True
+        self._caught_up = False
         self._webhooks: dict[int, tuple[int, str]] = {}
         self._webhook_locks: dict[int, asyncio.Lock] = {}
         self._parents: OrderedDict[int, int | None] = OrderedDict()
@@ -119,10 +119,15 @@ class SwitchboardClient(discord.Client):
     async def on_ready(self) -> None:
         log.info("discord: connected as %s", self.user)
         print(f"Discord: connected as {self.user}.", flush=True)
+        if self.service is not None and not self._caught_up:
+            self._caught_up = True  # once per process: later READYs are reconnections
+            read = await self.service.catch_up(self._messages_after)
+            if read:
+                log.info("discord: read back %d message(s) sent while the bot was away", read)
 
     async def on_message(self, message: discord.Message) -> None:
         incoming = self._incoming(message)
-        if incoming is None or self.service is None or not self.accepting:
+        if incoming is None or self.service is None:
             return
         if isinstance(message.channel, discord.TextChannel):
             try:
@@ -270,6 +275,16 @@ class SwitchboardClient(discord.Client):
         )
         return str(created["id"])
 
+    async def _messages_after(self, key: SessionKey, stamp: str) -> list[IncomingMessage]:
+        """A thread's messages after the one stamped `stamp`, as the gateway would have
+        delivered them (Discord does not deliver again what a stopped bot missed)."""
+        channel = self.get_channel(int(key.thread)) or await self.fetch_channel(int(key.thread))
+        if not isinstance(channel, discord.Thread | discord.DMChannel):
+            return []
+        after = discord.Object(int(stamp))
+        found = [m async for m in channel.history(after=after, oldest_first=True, limit=100)]
+        return [incoming for m in found if (incoming := self._incoming(m)) is not None]
+
     async def _keep_typing(self, thread_id: int) -> None:
         async with self.get_partial_messageable(thread_id).typing():
             await asyncio.Event().wait()
@@ -319,7 +334,8 @@ async def serve(service: ConversationService, client: SwitchboardClient) -> None
             stopping = asyncio.create_task(stop.wait())
             async with serving(service):
                 await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                client.accepting = False  # new messages are dropped from here on
+                # Leaving: running turns finish; a message that arrives meanwhile is stored,
+                # owed, and answered at the next start.
             stopping.cancel()
             if running.done():
                 running.result()  # a start-up failure: raise it

@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 from bot.engine.workflow import Workflow
 from bot.models.base import ChatModel
@@ -162,6 +163,28 @@ class ConversationService:
         """Kick every thread of this platform with work left; how many (start-up, then often)."""
         name = self.platform.name if self.platform is not None else None
         return 0 if name is None else await self.threads.sweep(name, time.time())
+
+    async def catch_up(
+        self,
+        read: Callable[[SessionKey, str], Awaitable[list[IncomingMessage]]],
+        *,
+        hours: float = 24.0,
+    ) -> int:
+        """Read back what a platform will not deliver again: the messages of the open threads
+        active in the last `hours`, after the newest one stored; how many were stored now."""
+        name = self.platform.name if self.platform is not None else None
+        if name is None:
+            return 0
+        stored = 0
+        for key, stamp in await self.store.last_stamps(name, time.time() - hours * 3600):
+            try:
+                messages = await read(key, stamp)
+            except Exception as exc:
+                log.warning("thread %s: could not read back (%s)", key, type(exc).__name__)
+                continue
+            for message in messages:
+                stored += (await self.receive(message)).row is not None
+        return stored
 
     async def stop(self, within: float) -> bool:
         """Take no more work; let running turns finish (at most `within` seconds). What is left

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
@@ -133,9 +134,12 @@ class Threads:
 
     async def _acquire(self, key: SessionKey) -> Fence:
         delay = 0.005
+        waited = time.monotonic()
         while (fence := await self.store.acquire(key, self.lease_s)) is None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.poll_s * 4)
+        if time.monotonic() - waited > 1.0:
+            log.info("thread %s: lease taken after %.1fs", key, time.monotonic() - waited)
         return fence
 
     async def _renew(self, fence: Fence, holder: asyncio.Task[object] | None) -> None:

@@ -8,9 +8,9 @@ from bot.store.store import Store
 from bot.store.values import Case, Session, SessionKey, Step, StoreError
 
 
-def sqlite_store(path: str | Path, *, busy_timeout_ms: int = 5000) -> Store:
-    """The embedded default: one SQLite file."""
-    return Store(SQLiteDriver(path, busy_timeout_ms=busy_timeout_ms))
+def sqlite_store(path: str | Path, *, busy_timeout_ms: int = 5000, serving: bool = False) -> Store:
+    """The embedded default: one SQLite file (`serving`: by this process alone)."""
+    return Store(SQLiteDriver(path, busy_timeout_ms=busy_timeout_ms, serving=serving))
 
 
 def postgres_store(dsn: str, *, schema: str | None = None, max_size: int = 20) -> Store:
@@ -25,9 +25,12 @@ def is_postgres(database: str) -> bool:
     return database.startswith(("postgresql://", "postgres://"))
 
 
-def store_for(database: str) -> Store:
-    """PostgreSQL for a `postgresql://` URL (several processes), else a SQLite file."""
-    return postgres_store(database) if is_postgres(database) else sqlite_store(database)
+def store_for(database: str, *, serving: bool = False) -> Store:
+    """PostgreSQL for a `postgresql://` URL (several processes), else a SQLite file, which a
+    `serving` process holds alone."""
+    if is_postgres(database):
+        return postgres_store(database)
+    return sqlite_store(database, serving=serving)
 
 
 __all__ = [

@@ -10,8 +10,10 @@ interleave, so no lock is needed.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import logging
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,10 +35,14 @@ class SQLiteDriver:
 
     shared = False  # one serving process per file: its lanes already order each thread
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout_ms: int = 5000, serving: bool = False
+    ) -> None:
         self.path = str(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
+        self._serving = serving
+        self._lock: int | None = None
 
     @property
     def where(self) -> str:
@@ -48,16 +54,21 @@ class SQLiteDriver:
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                if self._serving:
+                    self._lock = _serve_alone(self.path)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
         await self._call("open", self._prepare)
 
     async def close(self) -> None:
-        """Close the connection (safe to call twice)."""
+        """Close the connection and let the file go (safe to call twice)."""
         db, self._db = self._db, None
         if db is not None:
             await db.close()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)
 
     async def read(self, op: Op[T], what: str) -> T:
         """Run a reading operation."""
@@ -125,6 +136,28 @@ class SQLiteDriver:
                         db.execute("ROLLBACK")
                     raise
                 log.info("store %s migrated to schema version %d", self.path, version)
+
+
+def _serve_alone(path: str) -> int:
+    """Hold `<file>.serving` locked while serving: a second process on the file is refused.
+
+    The lock goes with the process, however it ends (`kill -9` included). Read-only commands
+    (`sessions`, `export`, `cases`, `doctor`) take no lock and work beside a serving process.
+    """
+    lock_path = f"{path}.serving"
+    handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(handle, 32, 0).decode(errors="replace").strip() or "another process"
+        os.close(handle)
+        raise StoreError(
+            f"{path} is already served by {holder}: one serving process per SQLite file. Stop "
+            "it, or set BOT_DATABASE=postgresql://... to run several processes"
+        ) from None
+    os.ftruncate(handle, 0)
+    os.pwrite(handle, f"process {os.getpid()}".encode(), 0)
+    return handle
 
 
 class _Busy(Exception):

@@ -194,6 +194,7 @@ class DiscordServer:
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     followups: list[dict[str, Any]] = field(default_factory=list)
+    history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per channel
     clicked: dict[str, str] = field(default_factory=dict)
     close_with: int | None = None
     port: int = 0
@@ -262,6 +263,7 @@ class DiscordServer:
             ("POST", "/channels/#/typing"): self._typing,
             ("POST", "/channels/#/messages"): self._create_message,
             ("PATCH", "/channels/#/messages/#"): self._edit_message,
+            ("GET", "/channels/#/messages"): self._read_messages,
             ("POST", "/interactions/#/*/callback"): self._interaction_callback,
         }
 
@@ -330,7 +332,7 @@ class DiscordServer:
         thread_id = query.get("thread_id", webhook["channel_id"])
         execution = {**body, "thread_id": thread_id, "wait": query.get("wait")}
         self.executions.append(execution)
-        message = {
+        message: dict[str, Any] = {
             "id": str(snowflake()),
             "channel_id": thread_id,
             "guild_id": str(GUILD),
@@ -350,6 +352,7 @@ class DiscordServer:
             "webhook_id": webhook["id"],
             "components": [],
         }
+        self.history.setdefault(thread_id, []).append(message)
         return _json(message)
 
     async def _create_message(self, path: str, query: Any, body: Any) -> web.Response:
@@ -375,6 +378,13 @@ class DiscordServer:
         self.messages.append({**body, "channel_id": channel, "id": message["id"]})
         self.cards[message["id"]] = message
         return _json(message)
+
+    async def _read_messages(self, path: str, query: Any, body: Any) -> web.Response:
+        """A channel's messages after `after`, newest first, at most `limit`."""
+        after = int(query.get("after", 0))
+        limit = int(query.get("limit", 50))
+        found = [m for m in self.history.get(path.split("/")[2], []) if int(m["id"]) > after]
+        return _json(sorted(found, key=lambda m: int(m["id"]), reverse=True)[:limit])
 
     async def _edit_message(self, path: str, query: Any, body: Any) -> web.Response:
         message = self.cards[path.split("/")[4]]
@@ -500,10 +510,13 @@ class DiscordServer:
         channel: int = CHANNEL,
         author: dict[str, Any] | None = None,
         mentions: list[dict[str, Any]] = (),
+        dispatch: bool = True,
         **extra: Any,
     ) -> dict[str, Any]:  # type: ignore[assignment]
-        """A user posts `content` in a channel or thread: MESSAGE_CREATE over the gateway."""
-        await self.ready()
+        """A user posts `content` in a channel or thread: MESSAGE_CREATE over the gateway
+        (`dispatch=False`: while no bot is connected; only a read of the channel shows it)."""
+        if dispatch:
+            await self.ready()
         author = author or user(USER, "ana")
         message = {
             "id": str(snowflake()),
@@ -528,7 +541,9 @@ class DiscordServer:
         }
         if message["guild_id"] is None:  # a DM: no guild, no member
             del message["guild_id"], message["member"]
-        await self.dispatch("MESSAGE_CREATE", message)
+        self.history.setdefault(str(channel), []).append(message)
+        if dispatch:
+            await self.dispatch("MESSAGE_CREATE", message)
         return message
 
     async def wait_for(self, predicate: Callable[[], bool], within: float = 10) -> None:

@@ -8,6 +8,7 @@ call is recorded. `rate_limit(n)` makes the next n `chat.postMessage` calls answ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -44,6 +45,7 @@ class Visible:
     username: str
     text: str
     args: dict[str, Any]
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass
@@ -60,6 +62,9 @@ class SlackServer:
     hang_text: str | None = None
     release: asyncio.Event = field(default_factory=asyncio.Event)
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
+    redeliver: bool = False  # resend unacknowledged events, as Slack does (up to 3 retries)
+    ack_timeout: float = 3.0
+    unacked: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -161,22 +166,65 @@ class SlackServer:
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"channel": args.get("channel"), "ts": args.get("ts")}
 
+    def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        thread = args.get("ts")
+        shown = [v for v in self.visible(args.get("channel")) if thread in (v.thread_ts, v.ts)]
+        return {"messages": self._read(shown, args), "has_more": False}
+
+    def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        shown = [v for v in self.visible(args.get("channel")) if v.thread_ts is None]
+        return {"messages": self._read(shown, args), "has_more": False}
+
+    def _read(self, shown: list[Visible], args: dict[str, Any]) -> list[dict[str, Any]]:
+        oldest = float(args.get("oldest") or 0)
+        metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        return [
+            {"type": "message", "ts": v.ts, "text": v.text, "bot_id": BOT_ID}
+            | ({"metadata": v.metadata} if metadata and v.metadata else {})
+            for v in shown
+            if float(v.ts) >= oldest
+        ]
+
     # Socket Mode
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse(autoping=True)
         await socket.prepare(request)
+        socket._switchboard_opened = time.monotonic()  # type: ignore[attr-defined]
         self._sockets.append(socket)
         self._connected.set()
+        if self.redeliver:
+            asyncio.get_running_loop().create_task(self._resend(socket))
         async for message in socket:
             if message.type == WSMsgType.TEXT:
                 data = json.loads(message.data)
                 if "envelope_id" in data:
                     self.acks.append(data["envelope_id"])
+                    self.unacked.pop(data["envelope_id"], None)
         self._sockets.remove(socket)
         if not self._sockets:
             self._connected.clear()
         return socket
+
+    async def _resend(self, socket: web.WebSocketResponse) -> None:
+        """Deliver again what was not acknowledged: on a new connection, and after a timeout."""
+        await asyncio.sleep(0.05)
+        while not socket.closed:
+            now = time.monotonic()
+            for envelope_id, (envelope, sent) in list(self.unacked.items()):
+                if envelope["retry_attempt"] >= 3:
+                    self.unacked.pop(envelope_id, None)  # Slack gives up after three retries
+                    continue
+                if sent < now - self.ack_timeout or sent < self._since(socket):
+                    retry = {**envelope, "retry_attempt": envelope["retry_attempt"] + 1}
+                    retry["retry_reason"] = "timeout"
+                    self.unacked[envelope_id] = (retry, now)
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await socket.send_str(json.dumps(retry))
+            await asyncio.sleep(0.2)
+
+    def _since(self, socket: web.WebSocketResponse) -> float:
+        return getattr(socket, "_switchboard_opened", 0.0)
 
     async def connected(self, within: float = 10) -> None:
         await asyncio.wait_for(self._connected.wait(), within)
@@ -196,7 +244,9 @@ class SlackServer:
             "retry_reason": "timeout" if retry else "",
             "payload": payload,
         }
-        await self._sockets[-1].send_str(json.dumps(envelope))
+        self.unacked[envelope_id] = (envelope, time.monotonic())
+        with contextlib.suppress(ConnectionError, RuntimeError):  # a dying connection
+            await self._sockets[-1].send_str(json.dumps(envelope))
         return envelope_id
 
     async def click(self, message: Visible, action_id: str, *, user: str) -> str:
@@ -260,9 +310,13 @@ class SlackServer:
                     args.get("username", ""),
                     args["text"],
                     args,
+                    _metadata(args),
                 )
             elif call.method == "chat.update" and call.args["ts"] in shown:
                 shown[call.args["ts"]].text = call.args["text"]
+                shown[call.args["ts"]].metadata = (
+                    _metadata(call.args) or shown[call.args["ts"]].metadata
+                )
                 if "blocks" in call.args:
                     shown[call.args["ts"]].args = {
                         **shown[call.args["ts"]].args,
@@ -286,6 +340,11 @@ class SlackServer:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out; calls so far: {self.calls}")
             await asyncio.sleep(0.01)
+
+
+def _metadata(args: dict[str, Any]) -> dict[str, Any] | None:
+    metadata = args.get("metadata")
+    return json.loads(metadata) if isinstance(metadata, str) else metadata
 
 
 _event_ids = itertools.count(1)
