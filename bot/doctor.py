@@ -140,25 +140,32 @@ async def _model(settings: Settings) -> Finding:
 
 
 async def _slack(settings: Settings) -> Finding:
-    assert settings.slack_bot_token is not None
-    base = settings.slack_api_url or "https://slack.com/api/"
-    token = settings.slack_bot_token.get_secret_value()
-    status, data = await _api("POST", base, "auth.test", f"Bearer {token}")
+    data = await _signed_in(
+        "slack", settings.slack_bot_token, settings.slack_api_url or "https://slack.com/api/"
+    )
     if not data.get("ok"):
-        reason = data.get("error") or f"HTTP {status}"
+        reason = data.get("error") or f"HTTP {data['status']}"
         return Finding(False, "slack", f"SLACK_BOT_TOKEN was refused ({reason})")
     mode = "Socket Mode" if settings.slack_app_token else "HTTP events"
     return Finding(True, "slack", f"signed in as {data.get('user')} in {data.get('team')}, {mode}")
 
 
 async def _discord(settings: Settings) -> Finding:
-    assert settings.discord_token is not None
     base = settings.discord_api_url or "https://discord.com/api/v10"
-    token = settings.discord_token.get_secret_value()
-    status, data = await _api("GET", base, "users/@me", f"Bot {token}")
-    if status != 200:
-        return Finding(False, "discord", f"DISCORD_TOKEN was refused (HTTP {status})")
+    data = await _signed_in("discord", settings.discord_token, base)
+    if data["status"] != 200:
+        return Finding(False, "discord", f"DISCORD_TOKEN was refused (HTTP {data['status']})")
     return Finding(True, "discord", f"signed in as {data.get('username')}")
+
+
+_WHO_AM_I = {"slack": ("POST", "auth.test", "Bearer"), "discord": ("GET", "users/@me", "Bot")}
+
+
+async def _signed_in(platform: str, token: Any, base: str) -> dict[str, Any]:
+    """Who the platform says the token is: its JSON answer, with the HTTP status."""
+    method, path, scheme = _WHO_AM_I[platform]
+    status, data = await _api(method, base, path, f"{scheme} {token.get_secret_value()}")
+    return {**data, "status": status}
 
 
 async def _api(method: str, base: str, path: str, authorization: str) -> tuple[int, dict[str, Any]]:

@@ -182,8 +182,10 @@ class SwitchboardClient(discord.Client):
         thread = int(key.thread)
         parent = None if key.channel == "dm" else await self._parent(thread)
         first: str | None = None
-        for chunk in self._chunks(post, parent)[start:]:
-            sent = await self._send(thread, parent, chunk, post.persona)
+        chunks = self._chunks(post, parent)
+        for index in range(start, len(chunks)):
+            nonce = f"sb{tag}.{index}"[:25]  # a direct message sent twice is kept once
+            sent = await self._send(thread, parent, chunks[index], post.persona, nonce)
             first = first or sent
         return first
 
@@ -258,10 +260,12 @@ class SwitchboardClient(discord.Client):
         interaction = cast(discord.Interaction, click.context)
         await rest.follow_up(self.http, interaction.application_id, interaction.token, text)
 
-    async def _send(self, thread: int, parent: int | None, text: str, persona: Persona) -> str:
+    async def _send(
+        self, thread: int, parent: int | None, text: str, persona: Persona, nonce: str
+    ) -> str:
         if parent is None:
             channel = self.get_partial_messageable(thread)
-            message = await channel.send(text, allowed_mentions=NO_MENTIONS)
+            message = await channel.send(text, allowed_mentions=NO_MENTIONS, nonce=nonce)
             return str(message.id)
         payload: dict[str, Any] = {
             "content": text,

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 from bot.engine import events as ev
 from bot.engine.handoffs import HandoffTool, handoff_reason, looks_like_handoff
+from bot.engine.progress import Progress
 from bot.engine.tools import ToolOutput
 from bot.engine.transcript import (
     AgentReply,
     ContinuationPrompt,
-    HandoffRecord,
     Item,
     Notice,
     ToolOutcome,
@@ -95,7 +95,7 @@ class Runner:
         workflow = self.workflow
         items = list(history)
         begin = len(items) - 1 if start is None else start
-        state = _Progress.of(workflow, items[begin + 1 :], active)
+        state = Progress.of(workflow, items[begin + 1 :], active)
         if state.finished:
             return
         agent, pending, answered = state.agent, state.pending, state.answered
@@ -256,48 +256,6 @@ class Runner:
         if inspect.isawaitable(verdict):
             verdict = await verdict
         return bool(verdict)
-
-
-@dataclass(frozen=True, slots=True)
-class _Progress:
-    """Where a turn stands, read from the steps of it already stored."""
-
-    agent: str
-    pending: AgentReply | None  # a stored reply whose calls are not all answered, or final
-    answered: frozenset[str]  # the ids of its calls whose results are stored
-    model_calls: int
-    handoffs: int
-    continued: dict[str, int]
-    finished: bool
-
-    @classmethod
-    def of(cls, workflow: Workflow, steps: Sequence[Item], active: str | None) -> _Progress:
-        """The agent that goes on, the counts so far, and what is owed (see `Runner.run`)."""
-        agent = workflow.entry_agent(active)
-        at = [i for i, item in enumerate(steps) if isinstance(item, AgentReply)]
-        handoffs = [item for item in steps if isinstance(item, HandoffRecord)]
-        continued: dict[str, int] = {}
-        for item in steps:
-            if isinstance(item, ContinuationPrompt):
-                continued[item.agent] = continued.get(item.agent, 0) + 1
-        if handoffs:
-            agent = handoffs[-1].target
-        pending, answered = None, frozenset[str]()
-        last = steps[-1] if steps else None
-        if at and isinstance(last, AgentReply | ToolOutcome):
-            reply = steps[at[-1]]
-            assert isinstance(reply, AgentReply)
-            ids = {call.id for call in reply.tool_calls}
-            answered = frozenset(
-                item.call_id
-                for item in steps[at[-1] + 1 :]
-                if isinstance(item, ToolOutcome) and item.call_id in ids
-            )
-            agent = reply.agent
-            if not ids or answered != ids:
-                pending = reply
-        finished = isinstance(last, Notice)
-        return cls(agent, pending, answered, len(at), len(handoffs), continued, finished)
 
 
 def _instructions(workflow: Workflow, agent: str) -> str:

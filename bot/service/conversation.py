@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from bot.engine.runner import Runner
 from bot.engine.workflow import Workflow
 from bot.models.base import ChatModel
 from bot.service.delivery import Poster
@@ -81,14 +82,8 @@ class ConversationService:
         self.sweep_s = sweep_s
         placeholders = platform is not None and platform.placeholders
         self.rules = Rules(workflow, placeholders, max_message_chars)
-        self.turns = Turns(
-            workflow,
-            model,
-            store,
-            window or WindowBudget(),
-            show_handoffs=show_handoffs,
-            placeholders=placeholders,
-        )
+        runner = Runner(workflow, model)
+        self.turns = Turns(runner, store, window or WindowBudget(), show_handoffs, placeholders)
         self.poster = Poster(platform, store, backoff=retry_delay)
         self.threads = Threads(store, self._work, lease_s=lease_s)
         self.moderation = Moderation(workflow, store, self.threads)

@@ -18,7 +18,7 @@ from bot.engine import events as ev
 from bot.engine.runner import Runner
 from bot.engine.transcript import Item, Notice, trim_window
 from bot.engine.workflow import Workflow
-from bot.models.base import ChatModel, Usage
+from bot.models.base import Usage
 from bot.service.messages import Post, post_to_dict
 from bot.service.window import WindowBudget, WindowCache
 from bot.store.protocols import Cases, Conversations
@@ -65,26 +65,23 @@ class Turn:
     done: bool = False
 
 
+@dataclass(eq=False)
 class Turns:
     """Runs the turns of one workflow, each step stored with the posts it owes."""
 
-    def __init__(
-        self,
-        workflow: Workflow,
-        model: ChatModel,
-        store: TurnStore,
-        window: WindowBudget,
-        *,
-        show_handoffs: bool,
-        placeholders: bool,
-    ) -> None:
-        self.workflow = workflow
-        self.store = store
-        self.window = window
-        self.show_handoffs = show_handoffs
-        self.placeholders = placeholders
-        self.runner = Runner(workflow, model)
-        self.windows = WindowCache(window.items, window.cached_sessions)
+    runner: Runner
+    store: TurnStore
+    window: WindowBudget
+    show_handoffs: bool
+    placeholders: bool  # the platform shows a placeholder: the turn's end removes it if unused
+    windows: WindowCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.windows = WindowCache(self.window.items, self.window.cached_sessions)
+
+    @property
+    def workflow(self) -> Workflow:
+        return self.runner.workflow
 
     async def run(self, turn: Turn) -> Turn:
         """Run the turn the stored message asks for, from its first step or where it stopped."""

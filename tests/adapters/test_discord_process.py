@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.chat_completions import ChatCompletionsServer, canonical
+from tests.fakes.chat_completions import ChatCompletionsServer, Delay, Reply, Step, canonical
 from tests.fakes.discord_api import BOT, BOT_USER, TOKEN, DiscordServer
 from tests.processes import bot, clean_env, stop
 from tests.processes import started as wait_started
@@ -143,3 +143,42 @@ async def test_a_process_runs_the_shard_it_is_given(
     bad = await bot("discord", "--shard-id", "2", "--shard-count", "2", env=env)
     _, err = await bad.communicate()
     assert bad.returncode == 1 and err.decode() == "error: --shard-id must be from 0 to 1\n"
+
+
+async def test_messages_during_shutdown_and_while_away_are_answered_at_the_next_start(
+    discord_server: DiscordServer, tmp_path: Path
+) -> None:
+    """Discord does not deliver again what a process missed: a message that arrives while the
+    bot is shutting down is stored and answered at the next start, and one sent while no bot
+    was running is read back from the thread then."""
+
+    def slow_echo(body: dict[str, object]) -> Step:
+        messages = body["messages"]
+        assert isinstance(messages, list)
+        said = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+        return Delay(1.0, Reply(f"echo {said}"))
+
+    def replies() -> list[str]:
+        return [e["content"] for e in discord_server.executions]
+
+    async with ChatCompletionsServer(respond=slow_echo) as chat:
+        env = environment(
+            discord_server, OPENAI_BASE_URL=chat.base_url, BOT_DATABASE=str(tmp_path / "d.db")
+        )
+        first = await started(env)
+        mention = await discord_server.say(f"<@{BOT}> m0", mentions=[BOT_USER])
+        thread = int(mention["id"])
+        await discord_server.wait_for(lambda: len(chat.requests) == 1)
+        first.terminate()  # SIGTERM while m0's turn runs
+        await asyncio.sleep(0.2)
+        await discord_server.say("m1", channel=thread)  # during the drain
+        _, err = await asyncio.wait_for(first.communicate(), timeout=30)
+        assert first.returncode == 0, err.decode()
+        assert replies() == ["echo m0"]  # the running turn finished; m1 waits, stored
+        await discord_server.say("m2", channel=thread, dispatch=False)  # nobody listening
+
+        second = await started(env)
+        await discord_server.wait_for(lambda: len(replies()) == 3, within=20)
+        await asyncio.sleep(0.3)
+        await stopped(second)
+    assert replies() == ["echo m0", "echo m1", "echo m2"]
