@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bot.engine.loader import load_workflow
+from bot.engine.text import Bounds
 from bot.models.base import ChatModel
 from bot.models.select import close_model, make_model
 from bot.service import ConversationService, Platform, WindowBudget
@@ -47,6 +48,10 @@ async def open_service(
                 settle_s=settings.settle_s(store.shared),
                 lease_s=settings.bot_lease_s,
                 sweep_s=settings.bot_sweep_s,
+                bounds=Bounds(
+                    reply=settings.bot_max_reply_chars, reason=settings.bot_max_reason_chars
+                ),
+                retention_s=settings.bot_retention_days * 86400,
             )
     finally:
         await close_model(chosen)

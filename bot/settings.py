@@ -38,6 +38,9 @@ class Settings(BaseModel):
     bot_window_tokens: int = Field(default=6000, ge=100)
     bot_show_handoffs: bool = True
     bot_max_message_chars: int = Field(default=4000, ge=100)
+    bot_max_reply_chars: int = Field(default=8000, ge=100, le=100_000)
+    bot_max_reason_chars: int = Field(default=300, ge=20, le=2000)
+    bot_retention_days: float = Field(default=7.0, gt=0)
     bot_outbox_retry_s: float = Field(default=1.0, gt=0)
     bot_settle_ms: int | None = Field(default=None, ge=0, le=10_000)
     bot_lease_s: float = Field(default=15.0, ge=1, le=300)

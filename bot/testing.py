@@ -130,7 +130,9 @@ class RecordingPlatform:
         """The text of every post, in order (of one kind, if given)."""
         return [post.text for _, post in self.posts if kind is None or post.kind == kind]
 
-    async def send(self, key: SessionKey, post: Post, *, tag: str, start: int = 0) -> str | None:
+    async def send(
+        self, key: SessionKey, post: Post, *, tag: str, start: int = 0, plain: bool = False
+    ) -> str | None:
         if post.kind == "working":
             return None  # no placeholders here (the Slack tests cover them)
         if start:
@@ -155,9 +157,12 @@ class RecordingPlatform:
     async def working(self, key: SessionKey) -> AsyncIterator[None]:
         yield
 
-    async def send_card(self, card: CaseCard, ref: str | None) -> str | None:
+    async def send_card(self, card: CaseCard, ref: str | None, *, tag: str) -> str | None:
         self.cards.append((card, ref))
         return ref or f"card-{next(self._refs)}"
+
+    async def find_card(self, card: CaseCard, *, tag: str) -> str | None:
+        return None
 
     async def is_moderator(self, click: Click) -> bool:
         return self.moderators is None or click.actor in self.moderators

@@ -66,7 +66,9 @@ class ConsolePlatform:
         self._stdout.write(text)
         self._stdout.flush()
 
-    async def send(self, key: SessionKey, post: Post, *, tag: str, start: int = 0) -> str | None:
+    async def send(
+        self, key: SessionKey, post: Post, *, tag: str, start: int = 0, plain: bool = False
+    ) -> str | None:
         if post.kind != "working":
             self.say(render(post))
         return None
@@ -83,7 +85,10 @@ class ConsolePlatform:
     async def working(self, key: SessionKey) -> AsyncIterator[None]:
         yield
 
-    async def send_card(self, card: CaseCard, ref: str | None) -> str | None:
+    async def find_card(self, card: CaseCard, *, tag: str) -> str | None:
+        return None
+
+    async def send_card(self, card: CaseCard, ref: str | None, *, tag: str) -> str | None:
         case = card.case
         if ref is None:
             reason = f": {case.reason}" if case.reason else ""

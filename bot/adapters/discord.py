@@ -14,7 +14,7 @@ import json
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,7 +25,7 @@ from bot.adapters.discord_cards import NO_MENTIONS, card_embed, card_view, is_mo
 from bot.adapters.text import split_text
 from bot.engine.agents import Persona
 from bot.runtime import serving, stop_signal
-from bot.service import CaseCard, Click, ConversationService, IncomingMessage, Post
+from bot.service import CaseCard, Click, ConversationService, IncomingMessage, Post, Refused
 from bot.settings import Settings, SettingsError
 from bot.store.values import SessionKey, StoreError
 
@@ -68,6 +68,17 @@ class DiscordConfig:
             shard_id,
             shard_count,
         )
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """Discord's refusals for good (a 4xx but 429) become `Refused`; the rest stays as it is."""
+    try:
+        yield
+    except discord.HTTPException as exc:
+        if exc.status == 429 or exc.status >= 500:
+            raise
+        raise Refused(f"Discord refused it (HTTP {exc.status}, code {exc.code})") from exc
 
 
 def display_name(persona: Persona) -> str:
@@ -175,17 +186,21 @@ class SwitchboardClient(discord.Client):
 
     # The Platform the service posts through.
 
-    async def send(self, key: SessionKey, post: Post, *, tag: str, start: int = 0) -> str | None:
-        """Post a reply, handoff line or notice into the thread under the post's persona."""
+    async def send(
+        self, key: SessionKey, post: Post, *, tag: str, start: int = 0, plain: bool = False
+    ) -> str | None:
+        """Post a reply, handoff line or notice into the thread under the post's persona.
+        `plain`: one part of plain text, without the handoff or notice formatting."""
         if post.kind == "working":
             return None  # "typing" shows that instead
         thread = int(key.thread)
         parent = None if key.channel == "dm" else await self._parent(thread)
         first: str | None = None
-        chunks = self._chunks(post, parent)
+        chunks = [post.text[:POST_LIMIT] or "…"] if plain else self._chunks(post, parent)
         for index in range(start, len(chunks)):
             nonce = f"sb{tag}.{index}"[:25]  # a direct message sent twice is kept once
-            sent = await self._send(thread, parent, chunks[index], post.persona, nonce)
+            with _refusals():
+                sent = await self._send(thread, parent, chunks[index], post.persona, nonce)
             first = first or sent
         return first
 
@@ -232,25 +247,29 @@ class SwitchboardClient(discord.Client):
         finally:
             typing.cancel()
 
-    async def send_card(self, card: CaseCard, ref: str | None) -> str | None:
+    async def send_card(self, card: CaseCard, ref: str | None, *, tag: str) -> str | None:
         """Post the case's card in the moderators' channel, or edit it in place."""
         channel_id = self.config.moderator_channel
         if channel_id is None:
             log.warning("case #%d: no DISCORD_MODERATOR_CHANNEL for its card", card.case.id)
             return None
         embed, view = card_embed(card), card_view(card)
-        if ref is not None:
-            where = json.loads(ref)
-            message = self.get_partial_messageable(where["channel"]).get_partial_message(
-                where["message"]
+        with _refusals():
+            if ref is not None:
+                where = json.loads(ref)
+                message = self.get_partial_messageable(where["channel"]).get_partial_message(
+                    where["message"]
+                )
+                await message.edit(embed=embed, view=view)
+                return ref
+            channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+            sent = await cast(discord.TextChannel, channel).send(
+                embed=embed, view=view, allowed_mentions=NO_MENTIONS, nonce=tag[:25]
             )
-            await message.edit(embed=embed, view=view)
-            return ref
-        channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
-        sent = await cast(discord.TextChannel, channel).send(
-            embed=embed, view=view, allowed_mentions=NO_MENTIONS
-        )
         return json.dumps({"channel": channel_id, "message": sent.id})
+
+    async def find_card(self, card: CaseCard, *, tag: str) -> str | None:
+        return None  # the card's nonce makes Discord keep one copy of it
 
     async def is_moderator(self, click: Click) -> bool:
         interaction = cast(discord.Interaction, click.context)

@@ -58,7 +58,8 @@ def to_click(interaction: discord.Interaction) -> Click | None:
     match = _CLICK.match(str(data.get("custom_id", "")))
     if match is None:
         return None
-    return Click(match.group(2), match.group(1), str(interaction.user.id), interaction)
+    once = f"click:{interaction.id}"
+    return Click(match.group(2), match.group(1), str(interaction.user.id), interaction, id=once)
 
 
 def is_moderator(interaction: discord.Interaction, role: str | None) -> bool:

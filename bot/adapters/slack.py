@@ -8,17 +8,21 @@ arrives twice (`app_mention` and `message`) and retries repeat an event, so the 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack_platform import DM_THREAD, PLATFORM, SlackPlatform
@@ -178,12 +182,43 @@ def build_app(
         await ack()  # within Slack's 3 s; the action waits for the thread, in the background
         click = body["actions"][0]
         action = str(click.get("action_id", "")).removeprefix("case_")
-        service.later(Click(str(click.get("value", "")), action, body["user"]["id"], body))
+        once = f"click:{click.get('action_ts')}" if click.get("action_ts") else None
+        user = str((body.get("user") or {}).get("id", ""))
+        service.later(Click(str(click.get("value", ""))[:40], action, user, body, id=once))
 
     app.event("app_mention")(on_message)
     app.event("message")(on_message)
     app.action(re.compile(r"^case_(approve|reject|takeover|handback|close)$"))(on_click)
     return app
+
+
+def events_app(app: AsyncApp, config: SlackConfig, path: str = "/slack/events") -> web.Application:
+    """The HTTP endpoint for Slack's events and clicks. Bolt checks every signature (a bad or
+    stale one gets 401); a validly signed body that is not valid JSON gets 400, not a 500."""
+    verifier = SignatureVerifier(config.signing_secret or "")
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        if verifier.is_valid_request(body, dict(request.headers)) and not _readable(body):
+            log.warning("slack: a signed request with a malformed body was refused")
+            return web.Response(status=400, text="malformed request body")
+        return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
+
+    web_app = web.Application()
+    web_app.router.add_post(path, handle)
+    return web_app
+
+
+def _readable(body: bytes) -> bool:
+    """An Events API body (JSON) or an interactivity one (a form whose `payload` is JSON)."""
+    try:
+        text = body.decode("utf-8")
+        if text.lstrip().startswith("{"):
+            return isinstance(json.loads(text), dict)
+        form = urllib.parse.parse_qs(text, strict_parsing=bool(text))
+        return "payload" not in form or isinstance(json.loads(form["payload"][0]), dict)
+    except (UnicodeDecodeError, ValueError):
+        return False
 
 
 def slack_platform(config: SlackConfig) -> SlackPlatform:
@@ -220,7 +255,7 @@ async def serve(service: ConversationService, platform: SlackPlatform, config: S
             await stop.wait()
             await handler.close_async()  # type: ignore[no-untyped-call]
         else:
-            runner = web.AppRunner(app.web_app(path="/slack/events"), access_log=None)
+            runner = web.AppRunner(events_app(app, config), access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, "0.0.0.0", config.port)
             await site.start()

@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -18,13 +18,17 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.text import escape_slack, split_text
 from bot.engine.agents import Persona
-from bot.service import CaseCard, Click, Post
+from bot.service import CaseCard, Click, Post, Refused
 from bot.store.values import SessionKey
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 POST_LIMIT = 3900
+BLOCK_TEXT_LIMIT = 3000  # a section's or a context element's text
+_PASSING = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
 DM_THREAD = "dm"
 WORKING_TEXT = "_working on it…_"
 MEMBERS_TTL_S = 60.0
@@ -35,6 +39,24 @@ _BUTTONS: dict[str, tuple[str, str | None]] = {
     "handback": ("Hand back", None),
     "close": ("Close", None),
 }
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text}
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """Slack's refusals for good become `Refused`; a 429, a 5xx or a passing error stays as it
+    is, to be tried again."""
+    try:
+        yield
+    except SlackApiError as exc:
+        status = exc.response.status_code
+        error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+        if status == 429 or status >= 500 or error in _PASSING:
+            raise
+        raise Refused(f"Slack refused it ({error or f'HTTP {status}'})") from exc
 
 
 def _tagged(tag: str, part: int) -> dict[str, Any]:
@@ -53,11 +75,11 @@ def card_blocks(card: CaseCard, link: str | None) -> list[dict[str, Any]]:
     if link:
         lines.append(f"<{link}|Open the conversation>")
     blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}}
+        {"type": "section", "text": _mrkdwn("\n".join(lines)[:BLOCK_TEXT_LIMIT])}
     ]
     if card.excerpt:
         excerpt = "\n".join(f"> {escape_slack(line)}" for line in card.excerpt)
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": excerpt}]})
+        blocks.append({"type": "context", "elements": [_mrkdwn(excerpt[:BLOCK_TEXT_LIMIT])]})
     buttons = []
     for action in card.actions:
         label, style = _BUTTONS[action]
@@ -95,13 +117,15 @@ class SlackPlatform:
         self._members: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._placeholders: dict[str, Persona] = {}  # placeholder ts -> the persona it shows
 
-    async def send(self, key: SessionKey, post: Post, *, tag: str, start: int = 0) -> str | None:
+    async def send(
+        self, key: SessionKey, post: Post, *, tag: str, start: int = 0, plain: bool = False
+    ) -> str | None:
         """Post one reply, handoff line, notice or placeholder, split to fit and escaped.
 
         Every part carries the post's `tag` and its index in the message metadata, which
-        `find` reads back after a crash.
+        `find` reads back after a crash. `plain`: one part of plain text, no blocks.
         """
-        chunks = self._chunks(post)
+        chunks = self._chunks(post, plain)
         first: str | None = None
         if post.replaces and start == 0:
             # An update keeps the placeholder's persona: only a reply by that persona fits.
@@ -113,11 +137,11 @@ class SlackPlatform:
                 await self.remove(key, post.replaces)
         for index in range(start, len(chunks)):
             extra: dict[str, Any] = {"metadata": _tagged(tag, index)}
-            if post.kind == "handoff":
-                extra["blocks"] = [
-                    {"type": "context", "elements": [{"type": "mrkdwn", "text": chunks[index]}]}
-                ]
-            response = await self._send(key, chunks[index], post.persona, **extra)
+            if post.kind == "handoff" and not plain:
+                line = chunks[index][:BLOCK_TEXT_LIMIT]
+                extra["blocks"] = [{"type": "context", "elements": [_mrkdwn(line)]}]
+            with _refusals():
+                response = await self._send(key, chunks[index], post.persona, **extra)
             first = first or str(response["ts"])
         if post.kind == "working" and first is not None:
             self._placeholders[first] = post.persona
@@ -144,10 +168,12 @@ class SlackPlatform:
             count += 1
         return (parts.get(0), count)
 
-    def _chunks(self, post: Post) -> list[str]:
+    def _chunks(self, post: Post, plain: bool) -> list[str]:
         if post.kind == "working":
             return [WORKING_TEXT]
         text = escape_slack(post.text)
+        if plain:
+            return [text[:POST_LIMIT] or "…"]
         if post.kind == "notice":
             text = f"_{text}_"
         return split_text(text, POST_LIMIT) or ["…"]
@@ -163,23 +189,43 @@ class SlackPlatform:
     async def working(self, key: SessionKey) -> AsyncIterator[None]:
         yield  # the placeholder post says so
 
-    async def send_card(self, card: CaseCard, ref: str | None) -> str | None:
+    async def send_card(self, card: CaseCard, ref: str | None, *, tag: str) -> str | None:
         """Post the case's card in the moderators' channel, or update it in place."""
         channel = self.moderator_channel
         if channel is None:
             log.warning("case #%d: no SLACK_MODERATOR_CHANNEL to post its card in", card.case.id)
             return None
         blocks = card_blocks(card, await self._link(card.case.key))
-        if ref is not None:
-            where = json.loads(ref)
-            await self.client.chat_update(
-                channel=where["channel"], ts=where["ts"], text=card.title, blocks=blocks
+        title = card.title[:BLOCK_TEXT_LIMIT]
+        with _refusals():
+            if ref is not None:
+                where = json.loads(ref)
+                await self.client.chat_update(
+                    channel=where["channel"], ts=where["ts"], text=title, blocks=blocks
+                )
+                return ref
+            response = await self.client.chat_postMessage(
+                channel=channel,
+                text=title,
+                blocks=blocks,
+                unfurl_links=False,
+                metadata=_tagged(tag, 0),
             )
-            return ref
-        response = await self.client.chat_postMessage(
-            channel=channel, text=card.title, blocks=blocks, unfurl_links=False
-        )
         return json.dumps({"channel": channel, "ts": response["ts"]})
+
+    async def find_card(self, card: CaseCard, *, tag: str) -> str | None:
+        """The card posted with `tag`, read back from the moderators' channel."""
+        channel = self.moderator_channel
+        if channel is None:
+            return None
+        response = await self.client.conversations_history(
+            channel=channel, include_all_metadata=True, limit=200
+        )
+        for message in response.get("messages") or []:
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("post") == tag:
+                return json.dumps({"channel": channel, "ts": message["ts"]})
+        return None
 
     async def is_moderator(self, click: Click) -> bool:
         """Listed in SLACK_MODERATOR_IDS, or a member of the moderators' channel."""

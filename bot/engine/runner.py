@@ -20,6 +20,7 @@ steps leaves a consistent transcript.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from bot.engine import events as ev
 from bot.engine.handoffs import HandoffTool, handoff_reason, looks_like_handoff
 from bot.engine.progress import Progress
+from bot.engine.text import Bounds, bounded
 from bot.engine.tools import ToolOutput
 from bot.engine.transcript import (
     AgentReply,
@@ -38,7 +40,7 @@ from bot.engine.transcript import (
     view_for,
 )
 from bot.engine.workflow import Workflow
-from bot.models.base import ChatModel, ModelError, ModelRequest, ToolCall
+from bot.models.base import ChatModel, ModelError, ModelReply, ModelRequest, ToolCall
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +81,10 @@ Decision = FinalReply | EmptyReply | ToolRound
 class Runner:
     """Runs user turns of one workflow on one injected model."""
 
-    def __init__(self, workflow: Workflow, model: ChatModel) -> None:
+    def __init__(self, workflow: Workflow, model: ChatModel, bounds: Bounds | None = None) -> None:
         self.workflow = workflow
         self.model = model
+        self.bounds = bounds or Bounds()
 
     async def run(
         self, history: Sequence[Item], active: str | None, *, start: int | None = None
@@ -107,7 +110,7 @@ class Runner:
                     yield ev.TurnStopped(agent, "max_model_calls", Notice(LOOP_GUARD_NOTICE))
                     return
                 try:
-                    reply = await self.model.complete(self._request(agent, items))
+                    reply = self._bound(await self.model.complete(self._request(agent, items)))
                 except ModelError as exc:
                     log.warning("model call for %s failed: %s", agent, exc)
                     yield ev.TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
@@ -168,6 +171,20 @@ class Runner:
         messages = view_for(agent, _instructions(self.workflow, agent), items)
         return ModelRequest(agent, messages, tools, self._model_name(agent))
 
+    def _bound(self, reply: ModelReply) -> ModelReply:
+        """Everything a model writes, cleaned and cut to its bounds before anyone sees it."""
+        bounds = self.bounds
+        text = bounded(reply.text, bounds.reply) if reply.text else reply.text
+        calls = tuple(
+            ToolCall(call.id[:64], call.name[:64], call.arguments[: bounds.arguments])
+            for call in reply.tool_calls
+        )
+        return dataclasses.replace(reply, text=text or None, tool_calls=calls)
+
+    def _reason(self, arguments: str) -> str | None:
+        reason = handoff_reason(arguments)
+        return bounded(reason, self.bounds.reason, "reason") or None if reason else None
+
     def _model_name(self, agent: str) -> str | None:
         return self.workflow.agent(agent).model
 
@@ -202,15 +219,14 @@ class Runner:
             if accepted is not None and call is accepted[0] and not refuse_all:
                 target = accepted[1].target
                 outcome = ToolOutcome(agent, call.id, call.name, f"Handed off to {target}.")
-                events.append(
-                    ev.HandoffSent(agent, target, handoff_reason(call.arguments), outcome)
-                )
+                events.append(ev.HandoffSent(agent, target, self._reason(call.arguments), outcome))
                 continue
             if call.name in tools:
                 output = await tools[call.name].invoke(call.arguments)
             else:
                 output = self._refusal(agent, call, accepted, refuse_all)
-            outcome = ToolOutcome(agent, call.id, call.name, output.content, output.is_error)
+            content = bounded(output.content, self.bounds.tool_result, "result")
+            outcome = ToolOutcome(agent, call.id, call.name, content, output.is_error)
             events.append(ev.ToolCalled(agent, outcome))
         return events
 

@@ -3,7 +3,7 @@
 from bot.service.conversation import ConversationService
 from bot.service.messages import IncomingMessage, Post, TurnResult
 from bot.service.moderation import ACTIONS, Action, ActionResult, CaseCard, Moderation
-from bot.service.platform import Click, Platform
+from bot.service.platform import Click, Platform, Refused
 from bot.service.rules import is_end_command
 from bot.service.window import WindowBudget
 
@@ -18,6 +18,7 @@ __all__ = [
     "Moderation",
     "Platform",
     "Post",
+    "Refused",
     "TurnResult",
     "WindowBudget",
     "is_end_command",

@@ -23,12 +23,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from bot.engine.runner import Runner
+from bot.engine.text import Bounds, clean
 from bot.engine.workflow import Workflow
 from bot.models.base import ChatModel
-from bot.service.delivery import Poster
-from bot.service.inputs import clean_text, limit_text
+from bot.service.delivery import UNDELIVERABLE_TEXT, Poster
 from bot.service.messages import IncomingMessage, Post, TurnResult
-from bot.service.moderation import ACTIONS, Action, ActionResult, Moderation
+from bot.service.moderation import ACTIONS, Action, ActionResult, CaseCard, Moderation
 from bot.service.platform import Click, Platform
 from bot.service.rules import Rules
 from bot.service.threads import Threads
@@ -36,7 +36,6 @@ from bot.service.turn import Turn, Turns
 from bot.service.window import WindowBudget
 from bot.store.protocols import SessionStore
 from bot.store.values import (
-    Case,
     EventId,
     Fence,
     Inbound,
@@ -45,6 +44,7 @@ from bot.store.values import (
     Received,
     SessionKey,
     StoreError,
+    card_lane,
 )
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ class ConversationService:
         settle_s: float = 0.0,
         lease_s: float = 15.0,
         sweep_s: float = 1.0,
+        bounds: Bounds | None = None,
+        retention_s: float = 7 * 86400,
     ) -> None:
         self.workflow = workflow
         self.store = store
@@ -80,11 +82,14 @@ class ConversationService:
         self.max_message_chars = max_message_chars
         self.settle_s = settle_s
         self.sweep_s = sweep_s
+        self.retention_s = retention_s
+        self._pruned = 0.0
         placeholders = platform is not None and platform.placeholders
         self.rules = Rules(workflow, placeholders, max_message_chars)
-        runner = Runner(workflow, model)
+        runner = Runner(workflow, model, bounds or Bounds())
         self.turns = Turns(runner, store, window or WindowBudget(), show_handoffs, placeholders)
-        self.poster = Poster(platform, store, backoff=retry_delay)
+        apology = Post("notice", UNDELIVERABLE_TEXT, self.rules.persona)
+        self.poster = Poster(platform, store, self._card, apology, backoff=retry_delay)
         self.threads = Threads(store, self._work, lease_s=lease_s)
         self.moderation = Moderation(workflow, store, self.threads)
         self._results: dict[int, asyncio.Future[TurnResult]] = {}
@@ -97,7 +102,7 @@ class ConversationService:
         Raises `StoreError` when the message could not be stored (the platform should deliver it
         again); the user is told once that the bot cannot answer safely now.
         """
-        text, cut = limit_text(clean_text(message.text), self.max_message_chars)
+        text, cut = clean(message.text, self.max_message_chars)
         event = EventId(message.platform, message.event_id) if message.event_id else None
         stamp = message.stamp or f"{time.time():020.6f}"
         inbound = Inbound(message.key, message.author, text, message.mentioned, stamp, event, cut)
@@ -123,10 +128,13 @@ class ConversationService:
         self.threads.kick(message.key)
         result = await future
         await self.threads.idle(message.key)
+        for case in result.cases:  # their cards are posted too before this returns
+            await self.threads.idle(card_lane(case.key.platform, case.id))
         return result
 
     async def click(self, click: Click) -> ActionResult:
-        """A moderator's button or command: check rights, act, update the card, announce."""
+        """A moderator's button or command: check rights, act once, then the thread's
+        announcement and the case's card go out from the outbox."""
         platform = self.platform
         action = click.action
         if action not in ACTIONS or not click.case.isdigit():
@@ -134,6 +142,8 @@ class ConversationService:
         elif platform is not None and not await platform.is_moderator(click):
             log.warning("refused %s on case %s by a non-moderator", action, click.case)
             result = ActionResult(False, REFUSAL)
+        elif click.id and not await self.store.claim_event(EventId(platform_of(self), click.id)):
+            result = ActionResult(False, "That click was already taken into account.")
         else:
             chosen: Action = action
             result = await self.moderation.act(
@@ -143,9 +153,10 @@ class ConversationService:
             if platform is not None:
                 await platform.tell(click, result.message)
             return result
-        await self._show_card(result.case)
-        self.threads.kick(result.case.key)  # the announcement waits in the thread's outbox
-        await self.threads.idle(result.case.key)
+        case = result.case
+        for key in (case.key, card_lane(case.key.platform, case.id)):
+            self.threads.kick(key)
+            await self.threads.idle(key)
         return result
 
     def later(self, click: Click) -> None:
@@ -155,9 +166,16 @@ class ConversationService:
         task.add_done_callback(self._later.discard)
 
     async def sweep(self) -> int:
-        """Kick every thread of this platform with work left; how many (start-up, then often)."""
+        """Kick every thread of this platform with work left; how many (start-up, then often).
+        Once an hour, forget what is done and older than the retention period."""
+        now = time.time()
+        if now - self._pruned > 3600:
+            self._pruned = now
+            removed = await self.store.prune(now - self.retention_s)
+            if removed:
+                log.info("pruned %d rows older than %.0f days", removed, self.retention_s / 86400)
         name = self.platform.name if self.platform is not None else None
-        return 0 if name is None else await self.threads.sweep(name, time.time())
+        return 0 if name is None else await self.threads.sweep(name, now)
 
     async def catch_up(
         self,
@@ -259,7 +277,7 @@ class ConversationService:
         async with working:
             await self.turns.run(turn)
         for case in turn.cases:
-            await self._show_card(case)
+            self.threads.kick(card_lane(case.key.platform, case.id))
         return TurnResult(turn.session, (*preface, *turn.posts), cases=tuple(turn.cases))
 
     def _settle(self, row: InboxRow, outcome: TurnResult | BaseException) -> None:
@@ -285,15 +303,12 @@ class ConversationService:
         except Exception as exc:
             log.warning("could not post to %s: %s", key, type(exc).__name__)
 
-    async def _show_card(self, case: Case) -> None:
-        """Post the case's card for moderators, or update the one already posted."""
-        if self.platform is None:
-            return
-        card = await self.moderation.card(case)
-        try:
-            ref = await self.platform.send_card(card, case.card)
-        except Exception as exc:
-            log.warning("case #%d: card not posted (%s)", case.id, type(exc).__name__)
-            return
-        if ref is not None and ref != case.card:
-            await self.store.set_case_card(case.id, ref)
+    async def _card(self, case_id: int) -> CaseCard | None:
+        """A case's card as it stands now (the poster shows it when the card's turn comes)."""
+        case = await self.store.get_case(case_id)
+        return None if case is None else await self.moderation.card(case)
+
+
+def platform_of(service: ConversationService) -> str:
+    """The name of the platform a service posts to ("none" without one)."""
+    return service.platform.name if service.platform is not None else "none"

@@ -16,6 +16,11 @@ from bot.service.moderation import CaseCard
 from bot.store.values import SessionKey
 
 
+class Refused(Exception):
+    """The platform refused a post for good (too long, a closed channel, no access): sending
+    it again as it is would fail again. The message names the platform's reason."""
+
+
 @dataclass(frozen=True, slots=True)
 class Click:
     """A person pressed a button on a case card (or typed a moderator command).
@@ -30,6 +35,7 @@ class Click:
     actor: str
     context: Any = field(default=None, compare=False, repr=False)
     agent: str | None = None  # "hand back" to this agent rather than the case's
+    id: str | None = None  # the platform's id of this click: a repeat of it counts once
 
 
 class Platform(Protocol):
@@ -39,12 +45,15 @@ class Platform(Protocol):
     placeholders: bool  # shows a "working on it" post that the turn's first post replaces
     cards_setting: str | None  # the setting that names where cards go, when it is not set
 
-    async def send(self, key: SessionKey, post: Post, *, tag: str, start: int = 0) -> str | None:
+    async def send(
+        self, key: SessionKey, post: Post, *, tag: str, start: int = 0, plain: bool = False
+    ) -> str | None:
         """Post into the thread under the post's persona; a reference to the first message.
 
         `tag` identifies the post for `find`. A long post goes out in several parts; those
         before `start` are already there. A `post.replaces` reference (a placeholder) is updated
-        or removed by this post.
+        or removed by this post. `plain`: the platform refused the post before; send it once,
+        as plain text cut to one message. Raise `Refused` when the platform refuses it for good.
         """
         ...
 
@@ -64,8 +73,13 @@ class Platform(Protocol):
         """Show that the bot is working on the thread while the context is open."""
         ...
 
-    async def send_card(self, card: CaseCard, ref: str | None) -> str | None:
-        """Post a case card for moderators (or update the one at `ref`); its reference."""
+    async def send_card(self, card: CaseCard, ref: str | None, *, tag: str) -> str | None:
+        """Post a case card for moderators (or update the one at `ref`); its reference.
+        Raise `Refused` when the platform refuses it for good."""
+        ...
+
+    async def find_card(self, card: CaseCard, *, tag: str) -> str | None:
+        """The card posted with `tag`, if the platform has it (a crash cut its posting short)."""
         ...
 
     async def is_moderator(self, click: Click) -> bool:

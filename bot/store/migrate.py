@@ -88,6 +88,8 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "ref",
             "created_at",
             "sent_at",
+            "degraded",
+            "dead_at",
         ),
     ),
 )

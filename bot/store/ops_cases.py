@@ -9,7 +9,15 @@ from bot.store import ops_leases
 from bot.store.ops_outbox import queue
 from bot.store.ops_sessions import append
 from bot.store.sql import Op, count, row, rows
-from bot.store.values import Case, CaseAction, CaseStatus, Decision, SessionKey
+from bot.store.values import (
+    CARD_POST,
+    Case,
+    CaseAction,
+    CaseStatus,
+    Decision,
+    SessionKey,
+    card_lane,
+)
 
 _SELECT = (
     "SELECT c.id, c.session_id, s.platform, s.channel, s.thread, c.agent, c.reason, c.status, "
@@ -79,4 +87,8 @@ def decide(decision: Decision, origin: str | None = None) -> Op[Case | None]:
         found[1], decision.items, decision.agent, decision.session_status, decision.holder
     )
     yield from queue(session.key, session.id, None, origin, decision.posts)
+    card = {**CARD_POST, "case": decision.case_id}
+    yield from queue(
+        card_lane(session.key.platform, decision.case_id), session.id, None, origin, (card,)
+    )
     return (yield from get_case(decision.case_id))

@@ -13,13 +13,14 @@ from typing import Any
 
 from bot.store import ops_leases
 from bot.store.sql import Many, Op, count, row, rows, to_json
-from bot.store.values import Fence, Outgoing, SessionKey
+from bot.store.values import DeadLetter, Fence, Outgoing, SessionKey
 
+_LIVE = "o.sent_at IS NULL AND o.dead_at IS NULL"
 _SELECT = (
     "SELECT o.id, o.platform, o.channel, o.thread, o.body, o.session_id, o.turn, o.kind, "
     "o.origin, o.attempts, o.next_attempt_at, (SELECT w.ref FROM outbox w WHERE w.turn = o.turn "
-    "AND w.kind = 'working' AND w.sent_at IS NOT NULL AND o.kind <> 'working') "
-    "FROM outbox o WHERE o.sent_at IS NULL"
+    "AND w.kind = 'working' AND w.sent_at IS NOT NULL AND o.kind <> 'working'), o.degraded "
+    f"FROM outbox o WHERE {_LIVE}"
 )
 _THREAD = "o.platform = ? AND o.channel = ? AND o.thread = ?"
 
@@ -64,7 +65,7 @@ def mark_sent(post: Outgoing, ref: str | None, fence: Fence | None) -> Op[None]:
 
 
 def mark_failed(post: Outgoing, error: str, retry_at: float, fence: Fence | None) -> Op[None]:
-    """A delivery failed: count it, and say when to try again."""
+    """A delivery failed for now: count it, and say when to try again."""
     yield from ops_leases.check(fence)
     yield count(
         "UPDATE outbox SET attempts = attempts + 1, error = ?, next_attempt_at = ? WHERE id = ?",
@@ -74,13 +75,64 @@ def mark_failed(post: Outgoing, error: str, retry_at: float, fence: Fence | None
     )
 
 
+def mark_refused(post: Outgoing, error: str, fence: Fence | None) -> Op[bool]:
+    """The platform refused the post for good: try it once more as plain text, then set it
+    aside as a dead letter. True when it became a dead letter."""
+    yield from ops_leases.check(fence)
+    dead = bool(post.degraded)
+    now = time.time()
+    yield count(
+        "UPDATE outbox SET attempts = attempts + 1, error = ?, degraded = 1, "
+        "next_attempt_at = ?, dead_at = ? WHERE id = ?",
+        error[:500],
+        now,
+        now if dead else None,
+        post.id,
+    )
+    return dead
+
+
+def dead_letters(limit: int) -> Op[list[DeadLetter]]:
+    """Posts set aside, newest first."""
+    found = yield rows(
+        "SELECT id, platform, channel, thread, kind, body, error, created_at, dead_at "
+        "FROM outbox WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, id DESC LIMIT ?",
+        limit,
+    )
+    return [
+        DeadLetter(
+            each[0], SessionKey(each[1], each[2], each[3]), each[4], json.loads(each[5]), *each[6:9]
+        )
+        for each in found
+    ]
+
+
+def count_dead() -> Op[int]:
+    found = yield row("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL")
+    return int(found[0]) if found else 0
+
+
+def prune(before: float, batch: int = 5000) -> Op[int]:
+    """Forget posts sent, claims made and messages answered before `before`; how many rows."""
+    removed = 0
+    for sql in (
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < ? LIMIT ?)",
+        "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE done_at < ? LIMIT ?)",
+        "DELETE FROM inbound_events WHERE event_id IN (SELECT event_id FROM inbound_events "
+        "WHERE received_at < ? LIMIT ?)",
+    ):
+        removed += yield count(sql, before, batch)
+    return removed
+
+
 def due_threads(platform: str, now: float, limit: int) -> Op[list[SessionKey]]:
     """Threads of a platform whose oldest unsent post is due (a later one waits behind it)."""
     found = yield rows(
         "SELECT o.platform, o.channel, o.thread FROM outbox o "
-        "WHERE o.sent_at IS NULL AND o.platform = ? AND o.next_attempt_at <= ? "
+        f"WHERE {_LIVE} AND o.platform = ? AND o.next_attempt_at <= ? "
         "AND o.id = (SELECT min(x.id) FROM outbox x WHERE x.platform = o.platform "
-        "AND x.channel = o.channel AND x.thread = o.thread AND x.sent_at IS NULL) LIMIT ?",
+        "AND x.channel = o.channel AND x.thread = o.thread AND x.sent_at IS NULL "
+        "AND x.dead_at IS NULL) LIMIT ?",
         platform,
         now,
         limit,
@@ -89,7 +141,7 @@ def due_threads(platform: str, now: float, limit: int) -> Op[list[SessionKey]]:
 
 
 def has_unsent(key: SessionKey) -> Op[bool]:
-    found = yield row(f"SELECT 1 FROM outbox o WHERE o.sent_at IS NULL AND {_THREAD}", *_key(key))
+    found = yield row(f"SELECT 1 FROM outbox o WHERE {_LIVE} AND {_THREAD}", *_key(key))
     return found is not None
 
 
@@ -100,7 +152,7 @@ def unsent(session_id: int) -> Op[list[Outgoing]]:
 
 
 def count_unsent() -> Op[int]:
-    found = yield row("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+    found = yield row("SELECT count(*) FROM outbox o WHERE " + _LIVE)
     return int(found[0]) if found else 0
 
 
@@ -119,5 +171,16 @@ def _key(key: SessionKey) -> tuple[str, str, str]:
 
 
 def _outgoing(found: Any) -> Outgoing:
-    key = SessionKey(found[1], found[2], found[3])
-    return Outgoing(found[0], key, json.loads(found[4]), *found[5:12])
+    return Outgoing(
+        found[0],
+        SessionKey(found[1], found[2], found[3]),
+        json.loads(found[4]),
+        session_id=found[5],
+        turn=found[6],
+        kind=found[7],
+        origin=found[8],
+        attempts=found[9],
+        next_attempt_at=found[10],
+        placeholder=found[11],
+        degraded=bool(found[12]),
+    )

@@ -12,6 +12,7 @@ from bot.store import ops_leases
 from bot.store.ops_outbox import queue
 from bot.store.sql import Many, Op, Row, count, row, rows, to_json
 from bot.store.values import (
+    CARD_POST,
     Entry,
     EventId,
     Holder,
@@ -24,6 +25,7 @@ from bot.store.values import (
     Step,
     StoreError,
     TurnMark,
+    card_lane,
 )
 
 SESSION_COLUMNS = (
@@ -154,15 +156,17 @@ def commit(step: Step, origin: str | None = None) -> Op[Session | None]:
         )
     if session is not None and step.case is not None:
         now = time.time()
-        yield count(
+        opened = yield row(
             "INSERT INTO cases (session_id, agent, reason, opened_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?) RETURNING id",
             session.id,
             step.case.agent,
             step.case.reason,
             now,
             now,
         )
+        lane = card_lane(session.key.platform, int(opened[0]))
+        yield from queue(lane, session.id, None, origin, ({**CARD_POST, "case": opened[0]},))
     if step.turn is not None:
         yield from mark_turn(step.turn, session, len(step.items))
     key = session.key if session is not None else step.key

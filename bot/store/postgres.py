@@ -78,7 +78,7 @@ class PostgresDriver:
             async with connection() as conn:
                 return await _run(conn, op)
         except _ERRORS as exc:
-            raise StoreError(f"{what} failed: {exc}") from exc
+            raise StoreError(f"{what} failed: {_why(exc)}") from exc
 
     async def schema_version(self) -> int:
         async with self._acquire() as conn:
@@ -122,6 +122,14 @@ async def _migrate(conn: Any) -> None:
             log.info("postgres schema migrated to version %d", version)
 
 
+def _why(exc: BaseException) -> str:
+    """What went wrong, without the row PostgreSQL quotes in its detail (it holds user text)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        message = str(getattr(exc, "message", "") or type(exc).__name__).split("\n")[0][:200]
+        return f"{message} (SQLSTATE {getattr(exc, 'sqlstate', '?')})"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
 @functools.lru_cache(maxsize=512)
 def _dialect(text: str) -> str:
     """`?` placeholders as asyncpg's `$1`, `$2`, ..."""
@@ -129,16 +137,24 @@ def _dialect(text: str) -> str:
     return _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", text)
 
 
+def _storable(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """PostgreSQL refuses NUL in text, which SQLite keeps: it becomes U+FFFD. (Model and user
+    text are cleaned long before; this is for what is not, such as an error's message.)"""
+    if not any(isinstance(arg, str) and "\x00" in arg for arg in args):
+        return args
+    return tuple(arg.replace("\x00", "\ufffd") if isinstance(arg, str) else arg for arg in args)
+
+
 async def _execute(conn: Any, statement: Statement) -> Any:
     if isinstance(statement, Many):
-        await conn.executemany(_dialect(statement.text), statement.rows)
+        await conn.executemany(_dialect(statement.text), [_storable(r) for r in statement.rows])
         return None
-    text = _dialect(statement.text)
+    text, args = _dialect(statement.text), _storable(statement.args)
     if statement.returns == "rows":
-        return await conn.fetch(text, *statement.args)
+        return await conn.fetch(text, *args)
     if statement.returns == "row":
-        return await conn.fetchrow(text, *statement.args)
-    status = await conn.execute(text, *statement.args)
+        return await conn.fetchrow(text, *args)
+    status = await conn.execute(text, *args)
     return int(status.rsplit(" ", 1)[-1])
 
 

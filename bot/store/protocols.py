@@ -10,6 +10,7 @@ from bot.store.values import (
     Case,
     CaseAction,
     CaseStatus,
+    DeadLetter,
     Decision,
     Entry,
     EventId,
@@ -146,6 +147,23 @@ class Outbox(Protocol):
 
     async def last_ref(self, key: SessionKey) -> str | None:
         """The platform reference of the thread's newest post marked sent."""
+        ...
+
+    async def mark_refused(self, post: Outgoing, error: str, fence: Fence | None) -> bool:
+        """The platform refused the post for good: once more as plain text, then a dead letter
+        (True when it became one)."""
+        ...
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Posts set aside, newest first."""
+        ...
+
+    async def count_dead(self) -> int:
+        """How many posts were set aside."""
+        ...
+
+    async def prune(self, before: float) -> int:
+        """Forget what is done and older than `before`; how many rows."""
         ...
 
 

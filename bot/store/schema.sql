@@ -157,3 +157,17 @@ ALTER TABLE outbox_v5 RENAME TO outbox;
 CREATE INDEX outbox_unsent ON outbox (platform, channel, thread, id) WHERE sent_at IS NULL;
 CREATE INDEX outbox_due ON outbox (platform, next_attempt_at) WHERE sent_at IS NULL;
 CREATE INDEX outbox_turn ON outbox (turn, kind) WHERE turn IS NOT NULL;
+
+-- version 6
+-- A post the platform refuses for good is sent once more as plain text, then set aside as a
+-- dead letter: it no longer holds up the thread's later posts. Sent posts are pruned by age.
+ALTER TABLE outbox ADD COLUMN degraded INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN dead_at REAL;
+DROP INDEX outbox_unsent;
+DROP INDEX outbox_due;
+CREATE INDEX outbox_unsent ON outbox (platform, channel, thread, id)
+    WHERE sent_at IS NULL AND dead_at IS NULL;
+CREATE INDEX outbox_due ON outbox (platform, next_attempt_at)
+    WHERE sent_at IS NULL AND dead_at IS NULL;
+CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
+CREATE INDEX outbox_dead ON outbox (dead_at) WHERE dead_at IS NOT NULL;

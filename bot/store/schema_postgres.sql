@@ -145,3 +145,16 @@ CREATE INDEX outbox_due ON outbox (platform, next_attempt_at) WHERE sent_at IS N
 CREATE INDEX outbox_turn ON outbox (turn, kind) WHERE turn IS NOT NULL;
 
 ALTER TABLE thread_leases ADD COLUMN token BIGINT NOT NULL DEFAULT 0;
+
+-- version 3
+-- Plain-text retries and dead letters (see schema.sql, version 6).
+ALTER TABLE outbox ADD COLUMN degraded INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN dead_at DOUBLE PRECISION;
+DROP INDEX outbox_unsent;
+DROP INDEX outbox_due;
+CREATE INDEX outbox_unsent ON outbox (platform, channel, thread, id)
+    WHERE sent_at IS NULL AND dead_at IS NULL;
+CREATE INDEX outbox_due ON outbox (platform, next_attempt_at)
+    WHERE sent_at IS NULL AND dead_at IS NULL;
+CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
+CREATE INDEX outbox_dead ON outbox (dead_at) WHERE dead_at IS NOT NULL;

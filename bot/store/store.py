@@ -160,6 +160,23 @@ class Store:
     async def last_ref(self, key: v.SessionKey) -> str | None:
         return await self._read(ops_outbox.last_ref(key))
 
+    async def mark_refused(self, post: v.Outgoing, error: str, fence: v.Fence | None) -> bool:
+        return await self._write(ops_outbox.mark_refused(post, error, fence))
+
+    async def dead_letters(self, limit: int = 100) -> list[v.DeadLetter]:
+        return await self._read(ops_outbox.dead_letters(limit))
+
+    async def count_dead(self) -> int:
+        return await self._read(ops_outbox.count_dead())
+
+    async def prune(self, before: float) -> int:
+        """Forget what is done and older than `before` (sent posts, answered messages, claims,
+        unused leases); how many rows."""
+        removed = await self._write(ops_outbox.prune(before))
+        if self.shared:
+            await self._write(ops_leases.prune(before))
+        return removed
+
     # Cases
 
     async def get_case(self, case_id: int) -> v.Case | None:

@@ -31,6 +31,15 @@ class SessionKey:
         return f"{self.platform}:{self.channel}:{self.thread}"
 
 
+def card_lane(platform: str, case_id: int) -> SessionKey:
+    """Where a case's card posts queue: a thread of its own, so that a card never waits for a
+    conversation's posts, nor they for it."""
+    return SessionKey(platform, "moderators", f"case-{case_id}")
+
+
+CARD_POST = {"kind": "card"}  # a post asking for the case's card as it stands when it is sent
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     """A stored conversation: who holds it, whether it is open, and its size."""
@@ -111,6 +120,20 @@ class Outgoing:
     attempts: int = 0
     next_attempt_at: float = 0.0
     placeholder: str | None = None
+    degraded: bool = False  # refused once for good: the next try is plain text
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A post the platform refused for good, even as plain text: set aside, with why."""
+
+    id: int
+    key: SessionKey
+    kind: str
+    body: dict[str, Any]
+    error: str | None
+    created_at: float
+    dead_at: float
 
 
 @dataclass(frozen=True, slots=True)

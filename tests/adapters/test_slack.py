@@ -134,14 +134,19 @@ async def test_model_text_cannot_ping_anyone(slack: SlackServer, store: Store) -
     assert all("link_names" not in c.args and "parse" not in c.args for c in slack.calls)
 
 
-async def test_a_10000_character_reply_is_split_in_order(slack: SlackServer, store: Store) -> None:
-    words = [f"w{i:05d}" for i in range(1500)]  # 10,499 characters
+async def test_a_long_reply_is_cut_to_its_bound_and_split_in_order(
+    slack: SlackServer, store: Store
+) -> None:
+    words = [f"w{i:05d}" for i in range(1500)]  # 10,499 characters: over the 8,000 bound
     async with SlackBot(slack, store, ScriptedModel([say(" ".join(words))])):
         await slack.push(user_message(MENTION, kind="app_mention"))
         await slack.wait_for(lambda: len(replies(slack)) >= 3)
     texts = [text for _, text, _ in replies(slack)]
     assert len(texts) == 3 and all(len(t) <= 3900 for t in texts)
-    assert " ".join(texts).split() == words
+    said = " ".join(texts)
+    assert said.endswith("…(the reply was cut at 8,000 characters)")
+    kept = said.removesuffix(" …(the reply was cut at 8,000 characters)").split()
+    assert kept == words[: len(kept)] and 1100 < len(kept) < 1150
 
 
 async def test_a_429_on_post_message_is_retried(slack: SlackServer, store: Store) -> None:

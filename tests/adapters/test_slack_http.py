@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.adapters.slack import SlackConfig, build_app, slack_platform
+from bot.adapters.slack import SlackConfig, build_app, events_app, slack_platform
 from bot.engine.loader import load_workflow
 from bot.service import ConversationService
 from bot.store import Store
@@ -36,13 +36,13 @@ class HttpBot:
     """The Bolt app's own aiohttp endpoint on a free port, with the service behind it."""
 
     def __init__(self, slack: SlackServer, store: Store, model: ScriptedModel):
-        config = SlackConfig("xoxb-test", None, SECRET, slack.api_url, 0)
+        config = self.config = SlackConfig("xoxb-test", None, SECRET, slack.api_url, 0)
         platform = slack_platform(config)
         self.app = build_app(ConversationService(SHOP, model, store, platform), platform, config)
         self.url = ""
 
     async def __aenter__(self) -> HttpBot:
-        self.runner = web.AppRunner(self.app.web_app(path="/slack/events"), access_log=None)
+        self.runner = web.AppRunner(events_app(self.app, self.config), access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()

@@ -60,8 +60,10 @@ class AcceptedThenLost(RecordingPlatform):
         super().__init__()
         self.lose = 1
 
-    async def send(self, key: SessionKey, post: Post, *, tag: str, start: int = 0) -> str | None:
-        ref = await super().send(key, post, tag=tag, start=start)
+    async def send(
+        self, key: SessionKey, post: Post, *, tag: str, start: int = 0, plain: bool = False
+    ) -> str | None:
+        ref = await super().send(key, post, tag=tag, start=start, plain=plain)
         if self.lose:
             self.lose -= 1
             raise TimeoutError("no answer")
