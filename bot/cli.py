@@ -7,8 +7,9 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from bot.adapters.console import Console, ConsolePlatform, new_thread_name
 from bot.engine.errors import WorkflowError
@@ -19,6 +20,9 @@ from bot.runtime import open_service
 from bot.service.export import to_json, to_markdown
 from bot.settings import Settings, SettingsError, load_settings
 from bot.store import Session, Store, StoreError, store_for
+from bot.store.values import Case, DeadLetter
+
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -60,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     cases.add_argument("--status", choices=("open", "approved", "rejected", "closed"))
     cases.add_argument("--limit", type=int, default=50)
 
+    dead = commands.add_parser(
+        "dead-letters", help="list posts the platform refused for good and that were set aside"
+    )
+    dead.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
+    dead.add_argument("--limit", type=int, default=50)
+    dead.add_argument("--text", action="store_true", help="show each post's text too")
+
     export = commands.add_parser("export", help="print a conversation as Markdown or JSON")
     export.add_argument("session", metavar="SESSION", help="session id, or a thread name")
     export.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
@@ -94,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(_export(settings, args))
             case "cases":
                 return asyncio.run(_cases(settings, args))
+            case "dead-letters":
+                return asyncio.run(_dead_letters(settings, args))
             case "doctor":
                 return asyncio.run(_doctor(settings))
             case "migrate":
@@ -184,19 +197,22 @@ def _row(session: Session) -> str:
     )
 
 
+def _listing(rows: Sequence[T], empty: str, header: str, line: Callable[[T], str]) -> int:
+    """A header and one line per row, or `empty` when there are none."""
+    print(header if rows else empty)
+    for found in rows:
+        print(line(found))
+    return 0
+
+
 async def _sessions(settings: Settings, args: argparse.Namespace) -> int:
     async with store_for(_database(settings, args.database)) as store:
         sessions = await store.list_sessions(args.limit)
-    if not sessions:
-        print("No conversations stored yet.")
-        return 0
-    print(
+    header = (
         f"{'id':>5}  {'platform':<8} {'thread':<32} {'agent':<14} {'status':<7} "
         f"{'items':>5} {'calls':>5} {'tokens':>8}  updated"
     )
-    for session in sessions:
-        print(_row(session))
-    return 0
+    return _listing(sessions, "No conversations stored yet.", header, _row)
 
 
 async def _migrate(source: str, target: str) -> int:
@@ -223,16 +239,30 @@ async def _doctor(settings: Settings) -> int:
 async def _cases(settings: Settings, args: argparse.Namespace) -> int:
     async with store_for(_database(settings, args.database)) as store:
         cases = await store.cases(status=args.status, limit=args.limit)
-    if not cases:
-        print("No cases.")
-        return 0
-    print(f"{'case':>5}  {'status':<9} {'age':>6}  {'moderator':<18} {'thread':<28} reason")
-    for case in cases:
-        print(
+    header = f"{'case':>5}  {'status':<9} {'age':>6}  {'moderator':<18} {'thread':<28} reason"
+
+    def line(case: Case) -> str:
+        return (
             f"{case.id:>5}  {case.status:<9} {_age(case.opened_at):>6}  "
             f"{case.moderator or '-':<18} {case.key!s:<28} {case.reason or ''}"
         )
-    return 0
+
+    return _listing(cases, "No cases.", header, line)
+
+
+async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    async with store_for(_database(settings, args.database)) as store:
+        letters = await store.dead_letters(args.limit)
+    header = f"{'post':>6}  {'set aside':>9}  {'kind':<8} {'thread':<36} why"
+
+    def line(letter: DeadLetter) -> str:
+        found = (
+            f"{letter.id:>6}  {_age(letter.dead_at):>9}  {letter.kind:<8} {letter.key!s:<36} "
+            f"{letter.error or ''}"
+        )
+        return f"{found}\n        {letter.body.get('text', '')}" if args.text else found
+
+    return _listing(letters, "No posts were set aside.", header, line)
 
 
 def _age(since: float) -> str:

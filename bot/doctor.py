@@ -35,10 +35,8 @@ class Finding:
 async def diagnose(settings: Settings) -> list[Finding]:
     """Run every check that applies to this configuration."""
     database = settings.bot_database
-    if is_postgres(database):
-        findings = [_workflow(settings), await _postgres(database)]
-    else:
-        findings = [_workflow(settings), _database(database)]
+    stored = await _postgres(database) if is_postgres(database) else _database(database)
+    findings = [_workflow(settings), *stored]
     checks: list[Callable[[], Awaitable[Finding]]] = [lambda: _model(settings)]
     if settings.slack_bot_token is not None:
         checks.append(lambda: _slack(settings))
@@ -65,7 +63,7 @@ def _workflow(settings: Settings) -> Finding:
     )
 
 
-async def _postgres(url: str) -> Finding:
+async def _postgres(url: str) -> list[Finding]:
     """Connect, and read the schema version and the backlog."""
     from bot.store.postgres import SCHEMA
 
@@ -74,23 +72,33 @@ async def _postgres(url: str) -> Finding:
         await store.open()  # migrates, as the bot would at start-up
         version = await store.schema_version()
         unsent = await store.count_unsent()
+        dead = await store.count_dead()
         cases = len(await store.cases(status="open", limit=10_000))
     except StoreError as exc:
-        return Finding(False, "database", str(exc))
+        return [Finding(False, "database", str(exc))]
     finally:
         await store.close()
-    return Finding(
-        True,
-        "database",
-        f"{store.where}: schema {version} of {migrations(SCHEMA)[-1][0]}, {unsent} undelivered "
-        f"posts, {cases} open cases",
-    )
+    newest = migrations(SCHEMA)[-1][0]
+    found = f"{store.where}: schema {version} of {newest}, {cases} open cases"
+    return [Finding(True, "database", found), _outbox(unsent, dead)]
 
 
-def _database(path: str) -> Finding:
-    """Read-only: integrity, schema version, undelivered posts, open cases."""
+def _outbox(unsent: int, dead: int) -> Finding:
+    """Posts waiting, and posts set aside because the platform refused them for good."""
+    if dead:
+        return Finding(
+            False,
+            "outbox",
+            f"{dead} post(s) refused by the platform for good and set aside; "
+            f"`python -m bot dead-letters` lists them ({unsent} waiting to be sent)",
+        )
+    return Finding(True, "outbox", f"{unsent} post(s) waiting to be sent, none set aside")
+
+
+def _database(path: str) -> list[Finding]:
+    """Read-only: integrity, schema version, undelivered and dead posts, open cases."""
     if not Path(path).exists():
-        return Finding(True, "database", f"{path} does not exist yet; it is created on first run")
+        return [Finding(True, "database", f"{path} does not exist yet; it is created on first run")]
     from bot.store.sqlite import SCHEMA
 
     newest = migrations(SCHEMA)[-1][0]
@@ -98,28 +106,30 @@ def _database(path: str) -> Finding:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
             integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            unsent = (
-                db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
-                if version >= 4
-                else 0
-            )
-            cases = (
-                db.execute("SELECT count(*) FROM cases WHERE status = 'open'").fetchone()[0]
-                if version >= 3
-                else 0
-            )
+            counts = _counts(db, version)
     except sqlite3.Error as exc:
-        return Finding(False, "database", f"{path} cannot be read: {exc}")
+        return [Finding(False, "database", f"{path} cannot be read: {exc}")]
     if integrity != "ok":
-        return Finding(False, "database", f"{path} is damaged: {integrity}")
+        return [Finding(False, "database", f"{path} is damaged: {integrity}")]
     if version > newest:
-        return Finding(False, "database", f"{path} has schema {version}, newer than {newest}")
+        return [Finding(False, "database", f"{path} has schema {version}, newer than {newest}")]
     state = "up to date" if version == newest else f"will migrate from {version} to {newest}"
-    return Finding(
-        True,
-        "database",
-        f"{path}: integrity ok, schema {version} ({state}), {unsent} undelivered posts, "
-        f"{cases} open cases",
+    unsent, dead, cases = counts
+    found = f"{path}: integrity ok, schema {version} ({state}), {cases} open cases"
+    return [Finding(True, "database", found), _outbox(unsent, dead)]
+
+
+def _counts(db: sqlite3.Connection, version: int) -> tuple[int, int, int]:
+    """Posts waiting, posts set aside, and open cases, at any schema version."""
+
+    def one(sql: str, since: int) -> int:
+        return int(db.execute(sql).fetchone()[0]) if version >= since else 0
+
+    live = "sent_at IS NULL" + (" AND dead_at IS NULL" if version >= 6 else "")
+    return (
+        one(f"SELECT count(*) FROM outbox WHERE {live}", 4),
+        one("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL", 6),
+        one("SELECT count(*) FROM cases WHERE status = 'open'", 3),
     )
 
 

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -32,6 +33,7 @@ _PASSING = frozenset(
 DM_THREAD = "dm"
 WORKING_TEXT = "_working on it…_"
 MEMBERS_TTL_S = 60.0
+PLACEHOLDERS_KEPT = 10_000  # placeholders whose persona is remembered, to update them in place
 _BUTTONS: dict[str, tuple[str, str | None]] = {
     "approve": ("Approve", "primary"),
     "reject": ("Reject", "danger"),
@@ -115,7 +117,7 @@ class SlackPlatform:
         self.moderator_ids = moderator_ids
         self.cards_setting = None if moderator_channel else "SLACK_MODERATOR_CHANNEL"
         self._members: tuple[float, frozenset[str]] = (0.0, frozenset())
-        self._placeholders: dict[str, Persona] = {}  # placeholder ts -> the persona it shows
+        self._placeholders: OrderedDict[str, Persona] = OrderedDict()  # ts -> persona shown
 
     async def send(
         self, key: SessionKey, post: Post, *, tag: str, start: int = 0, plain: bool = False
@@ -145,6 +147,8 @@ class SlackPlatform:
             first = first or str(response["ts"])
         if post.kind == "working" and first is not None:
             self._placeholders[first] = post.persona
+            while len(self._placeholders) > PLACEHOLDERS_KEPT:
+                self._placeholders.popitem(last=False)  # its reply comes as a new message
         return first
 
     async def find(
@@ -179,10 +183,13 @@ class SlackPlatform:
         return split_text(text, POST_LIMIT) or ["…"]
 
     async def remove(self, key: SessionKey, ref: str) -> None:
+        """Delete a placeholder. A passing failure is raised, to be tried again; a refusal for
+        good (already deleted, not ours to delete) is only logged."""
         self._placeholders.pop(ref, None)
         try:
-            await self.client.chat_delete(channel=key.channel, ts=ref)
-        except SlackApiError as exc:
+            with _refusals():
+                await self.client.chat_delete(channel=key.channel, ts=ref)
+        except Refused as exc:
             log.warning("could not remove a placeholder in %s: %s", key.channel, exc)
 
     @contextlib.asynccontextmanager

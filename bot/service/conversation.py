@@ -232,13 +232,13 @@ class ConversationService:
             row = await self.store.next_owed(key)
             if row is None:
                 return
-            wait = row.received_at + self.settle_s - time.time()
+            wait = min(row.received_at + self.settle_s - time.time(), self.settle_s)
             if wait > 0:  # an earlier message may still be on its way: wait for it
                 await asyncio.sleep(wait)
                 continue
             try:
                 result = await self._answer(row, fence)
-            except Exception as exc:
+            except BaseException as exc:  # cancelled too: whoever waits is not left hanging
                 self._settle(row, exc)
                 if isinstance(exc, StoreError) and not isinstance(exc, LeaseLost):
                     await self._store_down(key, row.message.event)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -35,6 +36,7 @@ from bot.store.values import Fence, Outgoing, SessionKey, Step
 log = logging.getLogger(__name__)
 
 UNDELIVERABLE_TEXT = "I'm sorry, one of my messages could not be shown here."
+DOUBTFUL_KEPT = 10_000  # posts remembered as maybe sent; a retried post is doubtful anyway
 Cards = Callable[[int], Awaitable[CaseCard | None]]
 
 
@@ -57,7 +59,7 @@ class Poster:
     apologist: Post  # who says that a message could not be shown
     backoff: float = 1.0
     max_backoff: float = 300.0
-    _doubtful: set[int] = field(default_factory=set)  # posts that may have reached the platform
+    _doubtful: OrderedDict[int, None] = field(default_factory=OrderedDict)  # may be posted
 
     async def deliver(self, key: SessionKey, fence: Fence | None) -> int:
         """Send the thread's due posts, oldest first, until one must wait; how many were sent.
@@ -76,8 +78,13 @@ class Poster:
                 break  # backing off: later posts wait behind it
             placeholder = shown.get(queued.turn, queued.placeholder)
             post = dataclasses.replace(queued, placeholder=placeholder)
-            doubtful = post.id in self._doubtful or (first and post.origin != self.store.owner)
+            doubtful = (
+                post.id in self._doubtful
+                or post.attempts > 0
+                or (first and post.origin != self.store.owner)
+            )
             first = False
+            self._doubt(post.id)  # until marked sent: a crash or a failure may follow the send
             try:
                 ref = await self._send(key, post, doubtful)
             except Refused as exc:
@@ -85,7 +92,6 @@ class Poster:
                 posts = await self.store.pending(key)  # the same post as plain text, or the next
                 continue
             except Exception as exc:
-                self._doubtful.add(post.id)
                 delay = min(self.backoff * 2**post.attempts, self.max_backoff)
                 error = f"{type(exc).__name__}: {exc}"
                 await self.store.mark_failed(post, error, now + delay, fence)
@@ -93,11 +99,17 @@ class Poster:
                 log.warning("thread %s: a post failed (%s); next try in %.0fs", key, why, delay)
                 break
             await self.store.mark_sent(post, ref, fence)
-            self._doubtful.discard(post.id)
+            self._doubtful.pop(post.id, None)
             sent += 1
             if post.kind == "working" or post.placeholder is not None:
                 shown[post.turn] = ref if post.kind == "working" else None
         return sent
+
+    def _doubt(self, post_id: int) -> None:
+        self._doubtful[post_id] = None
+        self._doubtful.move_to_end(post_id)
+        while len(self._doubtful) > DOUBTFUL_KEPT:
+            self._doubtful.popitem(last=False)  # old enough to have been retried with attempts
 
     async def _refused(
         self, key: SessionKey, post: Outgoing, why: str, fence: Fence | None

@@ -131,6 +131,7 @@ class Threads:
                     return
         finally:
             self._running.pop(key, None)
+            self._again.discard(key)
 
     async def _acquire(self, key: SessionKey) -> Fence:
         delay = 0.005
@@ -143,16 +144,29 @@ class Threads:
         return fence
 
     async def _renew(self, fence: Fence, holder: asyncio.Task[object] | None) -> None:
-        """Renew the lease a few times per period; when it is lost, stop its holder."""
+        """Renew the lease a few times per period; stop its holder when it is lost, or when no
+        renewal got through for most of a period (another process may take it over soon)."""
+        margin = self.lease_s * 0.8  # past this without a renewal, the work stops
+        renewed = time.monotonic()
+        pause = self.lease_s / 3
         while True:
-            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.sleep(pause)
+            asked = time.monotonic()
             try:
-                held = await self.store.renew(fence, self.lease_s)
-            except StoreError as exc:
-                log.warning("lease %s: renewing failed (%s); trying again", fence.key, exc)
-                continue
-            if not held:
+                async with asyncio.timeout(max(0.05, renewed + margin - asked)):
+                    held = await self.store.renew(fence, self.lease_s)
+            except (StoreError, TimeoutError) as exc:
+                why = str(exc) or type(exc).__name__
+                if time.monotonic() - renewed < margin:
+                    log.warning("lease %s: renewing failed (%s); trying again", fence.key, why)
+                    pause = self.lease_s / 10
+                    continue
+                log.warning("lease %s: not renewed in time (%s); stopping its work", fence.key, why)
+            else:
+                if held:
+                    renewed, pause = asked, self.lease_s / 3
+                    continue
                 log.warning("lease %s: lost to another process; stopping its work", fence.key)
-                if holder is not None:
-                    holder.cancel()
-                return
+            if holder is not None:
+                holder.cancel()
+            return

@@ -73,9 +73,12 @@ def receive(message: Inbound, only_if_held: bool) -> Op[Received]:
 
 
 def next_owed(key: SessionKey) -> Op[InboxRow | None]:
-    """The thread's owed message that the platform stamped first."""
+    """The thread's next owed message: one whose turn started (and was cut short) first, then
+    the one the platform stamped first."""
     found = yield row(
-        f"{_ROW} WHERE {_THREAD} AND done_at IS NULL ORDER BY stamp, id LIMIT 1", *_key(key)
+        f"{_ROW} WHERE {_THREAD} AND done_at IS NULL "
+        "ORDER BY CASE WHEN seq IS NULL THEN 1 ELSE 0 END, stamp, id LIMIT 1",
+        *_key(key),
     )
     return None if found is None else _inbox_row(found)
 

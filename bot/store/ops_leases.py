@@ -3,31 +3,31 @@
 A lease is taken for a short time and renewed while the turn runs. Taking it raises its token, so
 a process that lost it (paused, partitioned, presumed dead) is refused at its next write: every
 write of a turn checks the fence first, in its own transaction. Rows are never deleted while in
-use, so a token never goes back.
+use, so a token never goes back. Expiry is read on the database's clock, so the processes'
+clocks need not agree.
 """
 
 from __future__ import annotations
 
-import time
-
 from bot.store.sql import Op, count, row
 from bot.store.values import Fence, LeaseLost
+
+_NOW = "EXTRACT(EPOCH FROM clock_timestamp())::float8"  # the database's clock, in seconds
 
 
 def acquire(name: str, owner: str, ttl: float) -> Op[Fence | None]:
     """Take the thread's lease if it is free, expired or already ours; None while another
     process holds it."""
-    now = time.time()
     taken = yield row(
-        "INSERT INTO thread_leases (thread_key, owner, token, expires_at) VALUES (?, ?, 1, ?) "
+        "INSERT INTO thread_leases (thread_key, owner, token, expires_at) "
+        f"VALUES (?, ?, 1, {_NOW} + ?) "
         "ON CONFLICT (thread_key) DO UPDATE SET owner = excluded.owner, "
         "token = thread_leases.token + 1, expires_at = excluded.expires_at "
-        "WHERE thread_leases.expires_at < ? OR thread_leases.owner = excluded.owner "
+        f"WHERE thread_leases.expires_at < {_NOW} OR thread_leases.owner = excluded.owner "
         "RETURNING owner, token",
         name,
         owner,
-        now + ttl,
-        now,
+        ttl,
     )
     if taken is None or taken[0] != owner:
         return None
@@ -37,8 +37,9 @@ def acquire(name: str, owner: str, ttl: float) -> Op[Fence | None]:
 def renew(fence: Fence, ttl: float) -> Op[bool]:
     """Extend the lease; False if it was taken meanwhile."""
     renewed = yield count(
-        "UPDATE thread_leases SET expires_at = ? WHERE thread_key = ? AND owner = ? AND token = ?",
-        time.time() + ttl,
+        f"UPDATE thread_leases SET expires_at = {_NOW} + ? "
+        "WHERE thread_key = ? AND owner = ? AND token = ?",
+        ttl,
         fence.key,
         fence.owner,
         fence.token,

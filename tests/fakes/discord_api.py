@@ -196,7 +196,9 @@ class DiscordServer:
     followups: list[dict[str, Any]] = field(default_factory=list)
     history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per channel
     clicked: dict[str, str] = field(default_factory=dict)
+    clicked_at: dict[str, float] = field(default_factory=dict)
     close_with: int | None = None
+    webhook_delay: float = 0.0  # seconds creating a webhook takes, as on a busy Discord
     port: int = 0
     _socket: web.WebSocketResponse | None = None
     _sequence: Any = field(default_factory=lambda: itertools.count(1))
@@ -308,6 +310,7 @@ class DiscordServer:
         return _json([w for w in self.webhooks.values() if w["channel_id"] == channel])
 
     async def _create_webhook(self, path: str, query: Any, body: Any) -> web.Response:
+        await asyncio.sleep(self.webhook_delay)
         webhook_id = snowflake()
         data = {
             "id": str(webhook_id),
@@ -393,7 +396,7 @@ class DiscordServer:
 
     async def _interaction_callback(self, path: str, query: Any, body: Any) -> web.Response:
         interaction_id = path.split("/")[2]
-        self.callbacks.append(body)
+        self.callbacks.append({**body, "at": time.monotonic()})
         if body["type"] == 7:  # UPDATE_MESSAGE: the card changes in place
             card = self.cards[self.clicked[interaction_id]]
             card.update({k: v for k, v in body["data"].items() if k in ("embeds", "components")})
@@ -412,6 +415,7 @@ class DiscordServer:
     ) -> None:
         """A member clicks a button on a message: INTERACTION_CREATE over the gateway."""
         interaction_id = str(snowflake())
+        self.clicked_at[interaction_id] = time.monotonic()
         self.clicked[interaction_id] = message_id
         card = self.cards[message_id]
         channel = {**text_channel(int(card["channel_id"])), "name": "moderators"}

@@ -60,6 +60,9 @@ class SlackServer:
     members: dict[str, list[str]] = field(default_factory=dict)
     refuse_posts: int = 0
     hang_text: str | None = None
+    refuse_text: str | None = None  # posts holding it are refused for good (msg_too_long)
+    accept_then_hang: str | None = None  # a post with this text is posted; its answer never comes
+    fail_channel: dict[str, int] = field(default_factory=dict)  # channel -> 500s still to give
     release: asyncio.Event = field(default_factory=asyncio.Event)
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
     redeliver: bool = False  # resend unacknowledged events, as Slack does (up to 3 retries)
@@ -111,6 +114,13 @@ class SlackServer:
         elif request.can_read_body:
             args.update(await request.post())
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        posted = method in ("chat.postMessage", "chat.update")
+        if posted and self.refuse_text and self.refuse_text in str(args.get("text", "")):
+            self.calls.append(Call(method, args, token))
+            return web.json_response({"ok": False, "error": "msg_too_long"})
+        if posted and self.fail_channel.get(str(args.get("channel")), 0) > 0:
+            self.fail_channel[str(args.get("channel"))] -= 1
+            return web.json_response({"ok": False, "error": "internal_error"}, status=500)
         if method == "chat.postMessage" and self.refuse_posts > 0:
             self.refuse_posts -= 1
             return web.json_response({"ok": False, "error": "internal_error"}, status=500)
@@ -120,6 +130,10 @@ class SlackServer:
             if request.transport is None or request.transport.is_closing():
                 return web.Response(status=499)  # the client is gone: nothing was posted
         self.calls.append(Call(method, args, token))
+        if posting and self.accept_then_hang and self.accept_then_hang in str(args.get("text")):
+            self.accept_then_hang = None
+            self.calls[-1].ts = self._chat_postMessage(args)["ts"]
+            await asyncio.Event().wait()  # posted; the caller never hears so
         if method == "chat.postMessage" and self._limited > 0:
             self._limited -= 1
             return web.json_response(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,60 @@ async def test_duplicates_of_long_or_empty_messages_get_one_note(store: Store) -
         "Read it.",
         "I didn't get any text there. Could you type your question?",
     ]
+
+
+HIDDEN = "\x00\x07\u202e\u2066\u200b\ufeff\U000e0041\U000e0042"  # NUL, bell, bidi, zero-width, tags
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_store(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        async with sqlite_store(db_path) as opened:
+            yield opened
+        return
+    from bot.store import postgres_store
+    from tests.store.conftest import POSTGRES_DSN, drop_schema, postgres_schema
+
+    schema = await postgres_schema()
+    assert schema is not None
+    try:
+        async with postgres_store(POSTGRES_DSN, schema=schema) as opened:
+            yield opened
+    finally:
+        await drop_schema(schema)
+
+
+async def test_model_text_is_bounded_and_cleaned_like_user_text(
+    any_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    reason = f"Refund{HIDDEN} asked " + "again and again " * 100
+    reply = f"Your{HIDDEN} label " + "is on its way " * 1000
+    model = ScriptedModel([call("handoff_to_Returns", {"reason": reason}), say(reply)])
+    platform = RecordingPlatform()
+    service = ConversationService(SHOP, model, any_store, platform)
+    result = await service.handle(msg(f"return{HIDDEN} my order, secretly"))
+
+    assert not result.failed
+    sent = model.requests[0].messages[-1].content
+    assert sent == "return my order, secretly"  # the model never sees hidden instructions
+    handoff, answer = platform.texts()
+    assert handoff.startswith("Triage handed you to Returns: Refund asked again")
+    assert handoff.endswith("…(the reason was cut at 300 characters)") and len(handoff) < 400
+    assert answer.startswith("Your label is on its way")
+    assert answer.endswith("…(the reply was cut at 8,000 characters)") and len(answer) < 8100
+    session = await any_store.find_session(KEY)
+    assert session is not None
+    stored = repr([e.item for e in await any_store.entries(session.id)])
+    assert not any(ch in stored for ch in HIDDEN)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "secretly" not in logged and "again and again" not in logged and "on its way" not in logged
+
+
+async def test_a_message_of_40000_combining_marks_is_cut_before_it_is_cleaned(store: Store) -> None:
+    model = ScriptedModel([say("Read it.")])
+    platform = RecordingPlatform()
+    service = ConversationService(SHOP, model, store, platform, max_message_chars=4000)
+    await service.handle(msg("a" + "\u0301" * 40_000))
+    assert platform.texts()[0].startswith("Your message was long")
+    assert model.requests[0].messages[-1].content == "\u00e1" + "\u0301" * 3  # folded, NFC

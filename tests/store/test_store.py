@@ -364,6 +364,30 @@ async def test_admission_stores_the_message_and_marks_where_its_turn_begins(
     assert again is not None and (again.session_id, again.seq) == (admitted.session.id, 1)
 
 
+async def test_retention_forgets_what_is_done_and_keeps_what_is_owed(any_store: Any) -> None:
+    import time
+
+    store = any_store
+    session = await open_session(store, KEY)
+    posts = [{"kind": "reply", "text": t, "persona": {"name": "Triage"}} for t in ("a", "b")]
+    await append(store, session.id, [UserTurn("hi")], event=("console", "Ev1"), posts=posts)
+    sent, owed = await store.pending(KEY)
+    await store.mark_sent(sent, "ref-a", None)
+    answered = await store.receive(inbound("answered", "0001", "Ev2"))
+    row = await store.next_owed(KEY)
+    assert row is not None and row.id == answered.row
+    await store.finish(row, None)
+    await store.receive(inbound("still owed", "0002", "Ev3"))
+
+    assert await store.prune(time.time() - 3600) == 0  # nothing is that old yet
+    removed = await store.prune(time.time() + 1)
+    assert removed == 5  # the sent post, the answered message, three claims
+    assert [p.id for p in await store.pending(KEY)] == [owed.id]  # the unsent post stays
+    left = await store.next_owed(KEY)
+    assert left is not None and left.message.text == "still owed"
+    assert [e.item for e in await store.entries(session.id)] == [UserTurn("hi")]
+
+
 async def test_a_fenced_write_is_refused_once_the_lease_moved_on() -> None:
     import asyncio
 
@@ -395,6 +419,56 @@ async def test_a_fenced_write_is_refused_once_the_lease_moved_on() -> None:
             assert notes == [Notice("a"), Notice("b")]
     finally:
         await drop_schema(schema)
+
+
+async def test_work_stops_while_its_lease_still_holds_when_renewals_stall() -> None:
+    """The database stalls (the lease table locked): renewals cannot get through, so the
+    thread's work is stopped before its lease expires and another process may take it."""
+    import asyncio
+
+    import asyncpg
+
+    from bot.service.threads import Threads
+    from bot.store import postgres_store
+    from tests.store.conftest import POSTGRES_DSN, drop_schema, postgres_schema
+
+    schema = await postgres_schema()
+    assert schema is not None
+    stopped = asyncio.Event()
+    left: list[float] = []
+    try:
+        async with postgres_store(POSTGRES_DSN, schema=schema) as store:
+            blocker = await asyncpg.connect(POSTGRES_DSN)
+            try:
+                held = asyncio.Event()
+
+                async def work(key: SessionKey, fence: object) -> None:
+                    held.set()
+                    try:
+                        await asyncio.sleep(30)
+                    except asyncio.CancelledError:
+                        remaining = await blocker.fetchval(
+                            f"SELECT expires_at - EXTRACT(EPOCH FROM clock_timestamp()) "
+                            f'FROM "{schema}".thread_leases'
+                        )
+                        left.append(float(remaining))
+                        stopped.set()
+                        raise
+
+                threads = Threads(store, work, lease_s=1.5)
+                threads.kick(KEY)
+                await asyncio.wait_for(held.wait(), 5)
+                stall = blocker.transaction()
+                await stall.start()
+                await blocker.execute(f'LOCK TABLE "{schema}".thread_leases IN EXCLUSIVE MODE')
+                await asyncio.wait_for(stopped.wait(), 5)
+                await stall.rollback()
+                await threads.settled()
+            finally:
+                await blocker.close()
+    finally:
+        await drop_schema(schema)
+    assert left and left[0] > 0  # stopped while the lease still held: nobody else ran it yet
 
 
 async def test_migrate_copies_every_conversation_into_postgres(tmp_path: Path) -> None:
