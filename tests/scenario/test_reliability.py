@@ -206,7 +206,9 @@ async def test_model_text_is_bounded_and_cleaned_like_user_text(
     stored = repr([e.item for e in await any_store.entries(session.id)])
     assert not any(ch in stored for ch in HIDDEN)
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert "secretly" not in logged and "again and again" not in logged and "on its way" not in logged
+    assert (
+        "secretly" not in logged and "again and again" not in logged and "on its way" not in logged
+    )
 
 
 async def test_a_message_of_40000_combining_marks_is_cut_before_it_is_cleaned(store: Store) -> None:
