@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from bot.adapters.console import Console, ConsolePlatform, new_thread_name
-from bot.engine.errors import WorkflowError
+from bot.engine.errors import FileError, WorkflowError
 from bot.engine.graph import mermaid
 from bot.engine.loader import load_workflow
-from bot.models.select import describe, make_model, require_real_model
+from bot.models.select import describe, make_model, model_name, require_real_model
 from bot.runtime import open_service
 from bot.service.export import to_json, to_markdown
 from bot.settings import Settings, SettingsError, load_settings
@@ -43,6 +44,17 @@ def _parser() -> argparse.ArgumentParser:
 
     graph = commands.add_parser("graph", help="print a workflow as a Mermaid flowchart")
     graph.add_argument("workflow", type=Path, metavar="WORKFLOW")
+
+    evaluate = commands.add_parser(
+        "eval", help="run a cases file through a workflow on the configured model; report routing"
+    )
+    evaluate.add_argument("workflow", type=Path, metavar="WORKFLOW")
+    evaluate.add_argument("cases", type=Path, metavar="CASES")
+    evaluate.add_argument("--concurrency", type=int, default=1, help="cases run at once (1)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument(
+        "--min-accuracy", type=float, metavar="X", help="exit 1 when accuracy (0-1) is below X"
+    )
 
     commands.add_parser("slack", help="serve Slack (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
     discord = commands.add_parser("discord", help="serve Discord (needs message content intent)")
@@ -95,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             case "console":
                 return asyncio.run(_console(settings, args))
+            case "eval":
+                return asyncio.run(_eval(settings, args))
             case "slack":
                 return asyncio.run(_slack(settings))
             case "discord":
@@ -111,11 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(_doctor(settings))
             case "migrate":
                 return asyncio.run(_migrate(args.source, args.target))
-    except (WorkflowError, SettingsError, StoreError, UsageError) as exc:
+    except (FileError, SettingsError, StoreError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 2
 
 
@@ -158,6 +175,37 @@ async def _console(settings: Settings, args: argparse.Namespace) -> int:
             prompt=sys.stdin.isatty(),
         )
         await console.run()
+    return 0
+
+
+async def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.evals import Report, load_cases, progress_bar, run_cases
+
+    if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
+        raise UsageError("--min-accuracy is a fraction from 0 to 1, e.g. 0.9")
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be 1 or more")
+    workflow = load_workflow(args.workflow)
+    cases = load_cases(args.cases, workflow)
+    model = make_model(settings)
+    total = sum(len(case.messages) for case in cases)
+    progress = progress_bar(total, sys.stderr.write) if sys.stderr.isatty() else lambda n: None
+    runs = await run_cases(
+        settings,
+        args.workflow,
+        cases,
+        concurrency=args.concurrency,
+        model=model,
+        progress=progress,
+    )
+    report = Report(workflow.name, model_name(model, settings), runs)
+    print(report.to_json() if args.json else report.to_text())
+    if args.min_accuracy is not None and report.accuracy < args.min_accuracy:
+        print(
+            f"accuracy {report.accuracy:.1%} is below --min-accuracy {args.min_accuracy:.1%}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -49,7 +49,9 @@ async def open_service(
                 lease_s=settings.bot_lease_s,
                 sweep_s=settings.bot_sweep_s,
                 bounds=Bounds(
-                    reply=settings.bot_max_reply_chars, reason=settings.bot_max_reason_chars
+                    reply=settings.bot_max_reply_chars,
+                    reason=settings.bot_max_reason_chars,
+                    transfer_retries=settings.bot_transfer_retries,
                 ),
                 retention_s=settings.bot_retention_days * 86400,
             )

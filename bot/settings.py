@@ -40,6 +40,7 @@ class Settings(BaseModel):
     bot_max_message_chars: int = Field(default=4000, ge=100)
     bot_max_reply_chars: int = Field(default=8000, ge=100, le=100_000)
     bot_max_reason_chars: int = Field(default=300, ge=20, le=2000)
+    bot_transfer_retries: int = Field(default=1, ge=0, le=3)
     bot_retention_days: float = Field(default=7.0, gt=0)
     bot_outbox_retry_s: float = Field(default=1.0, gt=0)
     bot_settle_ms: int | None = Field(default=None, ge=0, le=10_000)

@@ -1,4 +1,4 @@
-"""Errors raised by the engine: one base, and the workflow validation error."""
+"""Errors raised by the engine: one base, and the validation errors of the files it reads."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ class Problem:
         return f"{self.field}: {self.message}. Fix: {self.fix}"
 
 
-class WorkflowError(EngineError):
-    """A workflow failed validation; `problems` lists every fault found, not just the first."""
+class FileError(EngineError):
+    """A file failed validation; `problems` lists every fault found, not just the first."""
 
     def __init__(self, problems: list[Problem] | tuple[Problem, ...], source: str | None = None):
         self.problems = tuple(problems)
@@ -30,3 +30,7 @@ class WorkflowError(EngineError):
         prefix = f"{source}: " if source else ""
         lines = [f"{prefix}{problem}" for problem in self.problems]
         super().__init__("\n".join(lines))
+
+
+class WorkflowError(FileError):
+    """A workflow failed validation."""

@@ -5,22 +5,27 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.engine.agents import Agent, Persona
-from bot.engine.errors import Problem, WorkflowError
+from bot.engine.errors import FileError, Problem, WorkflowError
 from bot.engine.tools import FunctionTool, function_tool
 from bot.engine.workflow import HandoffBuilder, Workflow
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A mapping of fields, none of them unknown."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PersonaSpec(_Strict):
+S = TypeVar("S", bound=BaseModel)
+
+
+class PersonaSpec(Strict):
     """`persona:` of an agent: how it appears in chat."""
 
     name: str | None = None
@@ -28,7 +33,7 @@ class PersonaSpec(_Strict):
     avatar_url: str | None = Field(default=None, pattern=r"^https?://")
 
 
-class AgentSpec(_Strict):
+class AgentSpec(Strict):
     """One entry of `agents:`."""
 
     name: str = Field(min_length=1, max_length=80)
@@ -40,7 +45,7 @@ class AgentSpec(_Strict):
     review: Literal["moderators"] | None = None
 
 
-class HandoffSpec(_Strict):
+class HandoffSpec(Strict):
     """One entry of `handoffs:`: edges from one agent to one or more others."""
 
     source: str = Field(alias="from")
@@ -48,7 +53,7 @@ class HandoffSpec(_Strict):
     reason: str | None = None
 
 
-class AutonomySpec(_Strict):
+class AutonomySpec(Strict):
     """`autonomous:`: agents that continue without waiting for the user."""
 
     agents: list[str] | Literal["all"] = "all"
@@ -56,7 +61,7 @@ class AutonomySpec(_Strict):
     turn_limits: dict[str, int] = {}
 
 
-class WorkflowSpec(_Strict):
+class WorkflowSpec(Strict):
     """The whole workflow file."""
 
     name: str | None = None
@@ -73,7 +78,7 @@ class WorkflowSpec(_Strict):
 
 _FIXES = {
     "missing": "add this field",
-    "extra_forbidden": "remove it, or check its spelling against the README's workflow fields",
+    "extra_forbidden": "remove it, or check its spelling against the README",
     "string_type": "write a text value",
     "list_type": "write a list",
     "bool_type": "write true or false",
@@ -105,35 +110,39 @@ def parse_workflow(
     text: str, *, source: str = "<workflow>", default_name: str = "workflow"
 ) -> Workflow:
     """Build a workflow from YAML text; `source` names it in errors."""
+    spec = read_spec(
+        text, source, WorkflowSpec, WorkflowError, "workflow", "`start:` and `agents:`"
+    )
+    try:
+        return _build(spec, default_name)
+    except WorkflowError as exc:
+        raise WorkflowError(exc.problems, source) from None
+
+
+def read_spec(
+    text: str, source: str, spec: type[S], error: type[FileError], kind: str, first: str
+) -> S:
+    """YAML text validated against `spec`; else `error` lists every problem with its field and
+    fix. `kind` names the file's kind, `first` the fields it starts with."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
         problem = getattr(exc, "problem", None) or "is not valid YAML"
-        raise WorkflowError(
+        raise error(
             [Problem(where, str(problem), "fix the YAML syntax (indentation, quotes, colons)")],
             source,
         ) from None
     if not isinstance(data, dict):
-        raise WorkflowError(
-            [
-                Problem(
-                    "file",
-                    "is not a mapping of workflow fields",
-                    "start the file with `start:` and `agents:`",
-                )
-            ],
+        raise error(
+            [Problem("file", f"is not a mapping of {kind} fields", f"start the file with {first}")],
             source,
         )
     try:
-        spec = WorkflowSpec.model_validate(data)
+        return spec.model_validate(data)
     except ValidationError as exc:
-        raise WorkflowError([_problem(error) for error in exc.errors()], source) from None
-    try:
-        return _build(spec, default_name)
-    except WorkflowError as exc:
-        raise WorkflowError(exc.problems, source) from None
+        raise error([_problem(found) for found in exc.errors()], source) from None
 
 
 def _problem(error: Any) -> Problem:
@@ -144,7 +153,7 @@ def _problem(error: Any) -> Problem:
     message = "is required" if kind == "missing" else error["msg"][0].lower() + error["msg"][1:]
     if kind == "extra_forbidden":
         message = "is not a known field"
-    return Problem(path or "file", message, _FIXES.get(kind, "see the README's workflow fields"))
+    return Problem(path or "file", message, _FIXES.get(kind, "see the README"))
 
 
 def _build(spec: WorkflowSpec, default_name: str) -> Workflow:

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from bot.engine import events as ev
+from bot.engine import tolerance
 from bot.engine.handoffs import HandoffTool, handoff_reason, looks_like_handoff
 from bot.engine.progress import Progress
 from bot.engine.text import Bounds, bounded
@@ -34,13 +35,23 @@ from bot.engine.tools import ToolOutput
 from bot.engine.transcript import (
     AgentReply,
     ContinuationPrompt,
+    HandoffRecord,
     Item,
     Notice,
     ToolOutcome,
     view_for,
 )
 from bot.engine.workflow import Workflow
-from bot.models.base import ChatModel, ModelError, ModelReply, ModelRequest, ToolCall
+from bot.models.base import (
+    ChatMessage,
+    ChatModel,
+    ModelError,
+    ModelReply,
+    ModelRequest,
+    ToolCall,
+    Usage,
+    message_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +96,21 @@ class Runner:
         self.workflow = workflow
         self.model = model
         self.bounds = bounds or Bounds()
+        agents = workflow.agents.values()
+        handoffs = [tool for agent in workflow.agents for tool in workflow.handoffs(agent)]
+        tools = [tool.name for tool in handoffs]
+        tools += [tool.name for agent in agents for tool in agent.function_tools]
+        reach = {tool.target: tool.name for tool in handoffs}  # an agent, as someone reaches it
+        known = tolerance.tool_names(tools, reach)
+        self._spellings = {  # per agent: its own handoffs by target, then every other tool
+            agent: known
+            | tolerance.tool_names(
+                (), {tool.target: tool.name for tool in workflow.handoffs(agent)}
+            )
+            for agent in workflow.agents
+        }
+        personas = [agent.persona.name for agent in agents if agent.persona is not None]
+        self._speakers = (*workflow.agents, *personas, "Moderator")
 
     async def run(
         self, history: Sequence[Item], active: str | None, *, start: int | None = None
@@ -110,12 +136,12 @@ class Runner:
                     yield ev.TurnStopped(agent, "max_model_calls", Notice(LOOP_GUARD_NOTICE))
                     return
                 try:
-                    reply = self._bound(await self.model.complete(self._request(agent, items)))
+                    reply, asked = await self._ask(agent, items)
                 except ModelError as exc:
                     log.warning("model call for %s failed: %s", agent, exc)
                     yield ev.TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
                     return
-                model_calls += 1
+                model_calls += asked
                 pending, answered = (
                     AgentReply(agent, reply.text or None, reply.tool_calls),
                     frozenset(),
@@ -125,7 +151,8 @@ class Runner:
                 yield ev.ModelCalled(agent, pending, model, reply.usage)
                 if reply.text and reply.text.strip():
                     yield ev.AgentMessage(agent, reply.text)
-            decision = self._classify(agent, pending)
+            held = frozenset(i.source for i in items[begin + 1 :] if isinstance(i, HandoffRecord))
+            decision = self._classify(agent, pending, held)
             pending = None
             match decision:
                 case EmptyReply():
@@ -136,13 +163,13 @@ class Runner:
                     if new_handoff and handoffs >= workflow.limits.max_handoffs:
                         log.warning("loop guard: %d handoffs in one turn, stopping", handoffs)
                         for event in await self._answer(
-                            agent, calls, accepted, answered, refuse_all=True
+                            agent, calls, accepted, answered, held, refuse_all=True
                         ):
                             items.extend(event.records)
                             yield event
                         yield ev.TurnStopped(agent, "max_handoffs", Notice(LOOP_GUARD_NOTICE))
                         return
-                    for event in await self._answer(agent, calls, accepted, answered):
+                    for event in await self._answer(agent, calls, accepted, answered, held):
                         items.extend(event.records)
                         yield event
                     if accepted is not None:
@@ -171,15 +198,63 @@ class Runner:
         messages = view_for(agent, _instructions(self.workflow, agent), items)
         return ModelRequest(agent, messages, tools, self._model_name(agent))
 
-    def _bound(self, reply: ModelReply) -> ModelReply:
-        """Everything a model writes, cleaned and cut to its bounds before anyone sees it."""
+    async def _ask(self, agent: str, items: Sequence[Item]) -> tuple[ModelReply, int]:
+        """The agent's next reply, read as meant (see `tolerance`), and how many model calls it
+        took: a reply that announces a transfer without the call is asked again, and, if it
+        still does, becomes the handoff it announced (or, to an agent out of reach, no reply)."""
+        request = self._request(agent, items)
+        reply = self._read(await self.model.complete(request), request, items)
+        asked = 1
+        targets = self.workflow.targets(agent)
+        while (target := self._announced(agent, reply)) is not None:
+            if asked > self.bounds.transfer_retries:
+                log.info("%s announced a transfer to %s twice; acting on it", agent, target)
+                tools = {tool.target: tool for tool in self.workflow.handoffs(agent)}
+                calls = (
+                    ()
+                    if target not in tools
+                    else (ToolCall(f"call_{len(items)}", tools[target].name),)
+                )
+                return dataclasses.replace(reply, text=None, tool_calls=calls), asked
+            log.info("%s announced a transfer to %s without the call; asking again", agent, target)
+            request = dataclasses.replace(
+                request,
+                messages=(
+                    *request.messages,
+                    ChatMessage("assistant", reply.text, message_name(agent)),
+                    ChatMessage("system", tolerance.correction(target, targets)),
+                ),
+            )
+            again = self._read(await self.model.complete(request), request, items)
+            reply = dataclasses.replace(again, usage=_sum(reply.usage, again.usage))
+            asked += 1
+        return reply, asked
+
+    def _announced(self, agent: str, reply: ModelReply) -> str | None:
+        if reply.tool_calls or not reply.text:
+            return None
+        return tolerance.announced(reply.text, tuple(self.workflow.agents), agent)
+
+    def _read(self, reply: ModelReply, request: ModelRequest, items: Sequence[Item]) -> ModelReply:
+        """Everything a model writes, read as meant, cleaned and cut to its bounds, before
+        anyone sees it; call ids made unique in the transcript."""
         bounds = self.bounds
+        if reply.text is None or len(reply.text) <= bounds.arguments:
+            reply = tolerance.as_tool_calls(reply, self._spellings[request.agent])
         text = bounded(reply.text, bounds.reply) if reply.text else reply.text
-        calls = tuple(
-            ToolCall(call.id[:64], call.name[:64], call.arguments[: bounds.arguments])
-            for call in reply.tool_calls
-        )
-        return dataclasses.replace(reply, text=text or None, tool_calls=calls)
+        if text:
+            text = tolerance.unlabelled(text, self._speakers)
+        used = {
+            call.id for item in items if isinstance(item, AgentReply) for call in item.tool_calls
+        }
+        calls: list[ToolCall] = []
+        for index, call in enumerate(reply.tool_calls):
+            ident = call.id[:64] or f"call_{index}"
+            if ident in used:  # some servers number calls afresh in every reply
+                ident = f"call_{len(items)}_{index}"
+            used.add(ident)
+            calls.append(ToolCall(ident, call.name[:64], call.arguments[: bounds.arguments]))
+        return dataclasses.replace(reply, text=text or None, tool_calls=tuple(calls))
 
     def _reason(self, arguments: str) -> str | None:
         reason = handoff_reason(arguments)
@@ -188,9 +263,13 @@ class Runner:
     def _model_name(self, agent: str) -> str | None:
         return self.workflow.agent(agent).model
 
-    def _classify(self, agent: str, reply: AgentReply) -> Decision:
+    def _classify(self, agent: str, reply: AgentReply, held: frozenset[str]) -> Decision:
+        """What the reply asks for; a handoff back to an agent that already had the conversation
+        in this turn is not accepted (it would only go round)."""
         if reply.tool_calls:
-            allowed = {tool.name: tool for tool in self.workflow.handoffs(agent)}
+            allowed = {
+                tool.name: tool for tool in self.workflow.handoffs(agent) if tool.target not in held
+            }
             accepted = next(
                 ((call, allowed[call.name]) for call in reply.tool_calls if call.name in allowed),
                 None,
@@ -205,7 +284,8 @@ class Runner:
         agent: str,
         calls: Sequence[ToolCall],
         accepted: tuple[ToolCall, HandoffTool] | None,
-        answered: frozenset[str] = frozenset(),
+        answered: frozenset[str],
+        held: frozenset[str],
         *,
         refuse_all: bool = False,
     ) -> list[ev.ToolCalled | ev.HandoffSent]:
@@ -224,7 +304,7 @@ class Runner:
             if call.name in tools:
                 output = await tools[call.name].invoke(call.arguments)
             else:
-                output = self._refusal(agent, call, accepted, refuse_all)
+                output = self._refusal(agent, call, accepted, held, refuse_all)
             content = bounded(output.content, self.bounds.tool_result, "result")
             outcome = ToolOutcome(agent, call.id, call.name, content, output.is_error)
             events.append(ev.ToolCalled(agent, outcome))
@@ -235,11 +315,21 @@ class Runner:
         agent: str,
         call: ToolCall,
         accepted: tuple[ToolCall, HandoffTool] | None,
+        held: frozenset[str],
         refuse_all: bool,
     ) -> ToolOutput:
         allowed = self.workflow.handoffs(agent)
+        back = next((tool.target for tool in allowed if tool.name == call.name), None) in held
         if refuse_all and accepted is not None and call is accepted[0]:
             text = "Error: the handoff limit for this turn is reached; no handoff was made."
+        elif back:
+            others = [tool.target for tool in allowed if tool.target not in held]
+            target = next(tool.target for tool in allowed if tool.name == call.name)
+            text = (
+                f"Error: {target} already had this conversation since the customer's last "
+                "message; no handoff was made. Answer the customer yourself"
+                + (f", or hand off to {' or '.join(others)}." if others else ".")
+            )
         elif accepted is not None and call.name in {tool.name for tool in allowed}:
             text = (
                 "Error: only one handoff per reply; the conversation was already handed to "
@@ -274,24 +364,38 @@ class Runner:
         return bool(verdict)
 
 
+def _sum(first: Usage | None, second: Usage | None) -> Usage | None:
+    if first is None or second is None:
+        return first or second
+    return Usage(
+        first.prompt_tokens + second.prompt_tokens,
+        first.completion_tokens + second.completion_tokens,
+    )
+
+
 def _instructions(workflow: Workflow, agent: str) -> str:
-    """The agent's instructions, plus what it needs to know about the handoff tools."""
+    """The agent's instructions, and what it needs to know about the other agents (by name: a
+    model repeats tool identifiers to customers)."""
     spec = workflow.agent(agent)
-    parts = [f"You are {agent}, one of several agents serving the same support conversation."]
+    parts = [
+        f"You are {agent}, one of several agents serving the same support conversation; the "
+        "customer sees one support team, and earlier replies may come from the other agents."
+    ]
     if spec.instructions:
         parts.append(spec.instructions.strip())
-    targets = workflow.handoffs(agent)
+    targets = workflow.targets(agent)
     if targets:
         parts.append(
-            "To pass the conversation to another agent, call its handoff tool ("
-            + ", ".join(tool.name for tool in targets)
-            + "). Call the tool instead of telling the user you will transfer them; the other "
-            "agent answers right away. Messages from other agents appear prefixed with their "
-            "name in brackets; never write such a prefix yourself."
+            f"You can hand the conversation to {_names(targets)}, each with a tool of its own. "
+            "When one of them should take over, call that tool and write nothing else: that "
+            "agent answers the customer right away. Never tell the customer you will transfer "
+            "them without calling the tool, and never mention tools or their names."
         )
     else:
-        parts.append(
-            "You cannot hand the conversation to anyone else. Messages from other agents appear "
-            "prefixed with their name in brackets; never write such a prefix yourself."
-        )
+        parts.append("You cannot hand the conversation to anyone else: answer the customer.")
+    parts.append("Write only your reply to the customer, with no name or label in front of it.")
     return "\n\n".join(parts)
+
+
+def _names(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]

@@ -30,12 +30,15 @@ _MARKS = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe2
 
 @dataclass(frozen=True, slots=True)
 class Bounds:
-    """How much a model may write, per piece: replies, handoff reasons, tool calls."""
+    """What a model's reply is held to: how much it may write per piece (replies, handoff
+    reasons, tool calls), and how often it is asked again after announcing a transfer that it
+    did not make."""
 
     reply: int = 8000
     reason: int = 300
     arguments: int = 16_000
     tool_result: int = 16_000
+    transfer_retries: int = 1
 
 
 def clean(text: str, limit: int) -> tuple[str, bool]:

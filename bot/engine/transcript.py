@@ -1,18 +1,23 @@
 """Transcript items, and the view of them each agent is given.
 
 The transcript is append-only and shared. Each agent sees the users' messages and every agent's
-*text* replies, other agents' labelled with their names; it sees its own tool calls with their
-results, and never another agent's tool internals. Every tool call in a view has a result.
+*text* replies, other agents' attributed by the message's `name`; it sees its own tool calls with
+their results, and never another agent's tool internals. Every tool call in a view has a result.
+
+The view is a shape every model handles: a handoff reaches its target as a note in its
+instructions, which it cannot take for its own words; no message content carries a `[Name]` label
+for a model to imitate; and a request ends on the customer's words (or the agent's own tool
+results), never on an assistant message, which some servers take as the start of the reply to
+write, and stop at once.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bot.models.base import ChatMessage, ToolCall
+from bot.models.base import JUST_HANDED, ChatMessage, ToolCall, message_name
 
 Kind = Literal["user", "agent", "tool", "handoff", "prompt", "notice", "moderator"]
 
@@ -143,26 +148,33 @@ def view_for(agent: str, instructions: str, items: Sequence[Item]) -> tuple[Chat
 
     Own tool outcomes are emitted beside their calls (a call with none gets `INTERRUPTED`);
     other agents' tool internals, own handoff records (already a call and its result) and
-    notices stay hidden. A plain loop: this runs on every model call over the whole window.
+    notices stay hidden. What other agents did since the customer's last message (a handoff to
+    this agent, what they told the customer) joins the instructions as a note, so the request
+    ends on the customer's words; earlier handoffs are not shown (their replies are). A plain
+    loop: this runs on every model call over the whole window.
     """
+    last_user = -1
+    for index, item in enumerate(items):
+        if item.kind == "user":
+            last_user = index
     results: dict[str, str] | None = None
+    notes: list[str] = []
     messages = [ChatMessage("system", instructions)]
     add = messages.append
-    for item in items:
+    for index, item in enumerate(items):
         kind = item.kind
+        recent = index > last_user
         if kind == "user":
             add(ChatMessage("user", item.text))  # type: ignore[union-attr]
         elif kind == "agent":
             reply: AgentReply = item  # type: ignore[assignment]
             if reply.agent != agent:
-                if reply.text:
-                    add(
-                        ChatMessage(
-                            "assistant", f"[{reply.agent}] {reply.text}", _label(reply.agent)
-                        )
-                    )
+                if reply.text and recent:
+                    notes.append(f"{reply.agent} told the customer: {reply.text}")
+                elif reply.text:
+                    add(ChatMessage("assistant", reply.text, message_name(reply.agent)))
             elif reply.text or reply.tool_calls:
-                add(ChatMessage("assistant", reply.text, _label(agent), reply.tool_calls))
+                add(ChatMessage("assistant", reply.text, message_name(agent), reply.tool_calls))
                 if reply.tool_calls:
                     if results is None:
                         results = _own_results(agent, items)
@@ -174,15 +186,29 @@ def view_for(agent: str, instructions: str, items: Sequence[Item]) -> tuple[Chat
                         )
         elif kind == "handoff":
             record: HandoffRecord = item  # type: ignore[assignment]
-            if record.source != agent:
-                because = f": {record.reason}" if record.reason else "."
-                note = f"[{record.source}] (handed the conversation to {record.target}{because})"
-                add(ChatMessage("assistant", note, _label(record.source)))
+            if record.source != agent and recent:
+                notes.append(handoff_note(record, agent))
         elif kind == "prompt" and item.agent == agent:  # type: ignore[union-attr]
             add(ChatMessage("user", item.text))  # type: ignore[union-attr]
         elif kind == "moderator":
-            add(ChatMessage("assistant", f"[Moderator] {item.text}", "Moderator"))  # type: ignore[union-attr]
+            said = f"A moderator (a person on the support team) wrote: {item.text}"  # type: ignore[union-attr]
+            if recent:
+                notes.append(said)
+            else:
+                add(ChatMessage("system", said))
+    if notes:
+        messages[0] = ChatMessage("system", "\n\n".join([instructions, *notes]))
+    if messages[-1].role == "assistant":  # never reached by a turn today; kept as a guarantee
+        add(ChatMessage("system", f"Go on with the conversation as {agent}."))
     return tuple(messages)
+
+
+def handoff_note(record: HandoffRecord, reader: str) -> str:
+    """A handoff as another agent reads it."""
+    because = f" (reason: {record.reason})" if record.reason else ""
+    if record.target != reader:
+        return f"{record.source} handed this conversation to {record.target}{because}."
+    return f"{record.source} {JUST_HANDED}{because}. Answer the customer's last message yourself."
 
 
 def _own_results(agent: str, items: Sequence[Item]) -> dict[str, str]:
@@ -191,12 +217,6 @@ def _own_results(agent: str, items: Sequence[Item]) -> dict[str, str]:
         for item in items
         if isinstance(item, ToolOutcome) and item.agent == agent
     }
-
-
-@functools.lru_cache(maxsize=1024)
-def _label(agent: str) -> str:
-    """Agent names as the `name` field of a message allows them."""
-    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in agent)[:64]
 
 
 def trim_window(

@@ -8,13 +8,14 @@ file too. For the builder, `handoffs[i]` is the i-th `add_handoff` call.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from bot.engine.agents import Agent
 from bot.engine.errors import Problem, WorkflowError
-from bot.engine.handoffs import Edge, HandoffTool, handoff_tool_name
+from bot.engine.handoffs import HANDOFF_PREFIX, Edge, HandoffTool, handoff_tool_name
 from bot.engine.transcript import Item
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class HandoffBuilder:
             autonomy=MappingProxyType(autonomy),
             termination=self._termination,
             limits=self._limits,
-            warnings=_unreachable(agents, start, edges),
+            warnings=_warn(_unreachable(agents, start, edges) + _tool_names(agents)),
             _handoffs=MappingProxyType(handoffs),
         )
 
@@ -347,10 +348,23 @@ def _unreachable(
                 reached.add(edge.target)
                 frontier.append(edge.target)
     missing = [name for name in agents if name not in reached]
-    warnings = tuple(
+    return tuple(
         f"agent {name!r} cannot be reached from the start agent {start!r}; add a handoff to it"
         for name in missing
     )
+
+
+def _tool_names(agents: Mapping[str, Agent]) -> tuple[str, ...]:
+    """Instructions that name handoff tools: models repeat such names to customers."""
+    return tuple(
+        f"agent {name!r}: its instructions name the tool {found.group(0)}; name the agent "
+        'instead ("hand off to Returns"): models repeat tool names to customers'
+        for name, agent in agents.items()
+        if (found := re.search(rf"{HANDOFF_PREFIX}\w+", agent.instructions)) is not None
+    )
+
+
+def _warn(warnings: tuple[str, ...]) -> tuple[str, ...]:
     for warning in warnings:
         log.warning("workflow: %s", warning)
     return warnings

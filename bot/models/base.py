@@ -6,6 +6,7 @@ these types, so the engine runs unchanged on any of them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -19,6 +20,17 @@ class ToolCall:
     id: str
     name: str
     arguments: str = "{}"
+
+
+# How an agent's instructions say that the conversation was just handed to it (the engine writes
+# it; the offline demo model reads it, as a real model would, and answers instead of routing).
+JUST_HANDED = "has just handed this conversation to you"
+
+
+@functools.lru_cache(maxsize=1024)
+def message_name(agent: str) -> str:
+    """An agent's name as the `name` field of a message allows it ([A-Za-z0-9_-], 64 chars)."""
+    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in agent)[:64]
 
 
 class ChatMessage(NamedTuple):

@@ -10,7 +10,15 @@ from __future__ import annotations
 import math
 import re
 
-from bot.models.base import ChatMessage, ModelReply, ModelRequest, ToolCall, ToolSpec
+from bot.models.base import (
+    JUST_HANDED,
+    ChatMessage,
+    ModelReply,
+    ModelRequest,
+    ToolCall,
+    ToolSpec,
+    message_name,
+)
 
 HINT = (
     "This is the offline demo model: it routes between agents but cannot really answer. "
@@ -102,8 +110,10 @@ class OfflineModel:
         """Hand off when the user's words point at another agent; otherwise explain itself."""
         last_user = _last_user_message(request.messages)
         handoffs = [tool for tool in request.tools if tool.name.startswith("handoff_to_")]
-        if last_user is not None and request.messages[-1] is last_user and handoffs:
-            own = request.messages[0].content or "" if _has_spoken(request.messages) else None
+        handed = JUST_HANDED in (request.messages[0].content or "")
+        if last_user is not None and request.messages[-1] is last_user and handoffs and not handed:
+            spoken = _has_spoken(request.messages, message_name(request.agent))
+            own = request.messages[0].content or "" if spoken else None
             choice = _route(last_user.content or "", handoffs, own)
             if choice is not None:
                 tool, matched = choice
@@ -123,11 +133,9 @@ def _last_user_message(messages: tuple[ChatMessage, ...]) -> ChatMessage | None:
     return None
 
 
-def _has_spoken(messages: tuple[ChatMessage, ...]) -> bool:
-    """Whether the agent has answered before (its own replies carry no "[Agent]" label)."""
-    return any(
-        m.role == "assistant" and m.content and not m.content.startswith("[") for m in messages
-    )
+def _has_spoken(messages: tuple[ChatMessage, ...], name: str) -> bool:
+    """Whether the agent has answered before (its replies carry its name)."""
+    return any(m.role == "assistant" and m.content and m.name == name for m in messages)
 
 
 def _route(text: str, tools: list[ToolSpec], own: str | None) -> tuple[ToolSpec, set[str]] | None:

@@ -23,15 +23,21 @@ async def close_model(model: ChatModel) -> None:
         await aclose()
 
 
-def describe(model: ChatModel, settings: Settings) -> str:
-    """One line saying which model answers, without any secret."""
+def model_name(model: ChatModel, settings: Settings) -> str:
+    """Which model answers, in a few words, without any secret."""
     if isinstance(model, OfflineModel):
-        return (
-            "model: offline demo (set OPENAI_API_KEY, or OPENAI_BASE_URL for a compatible "
-            "server, to use a real model)"
-        )
-    where = settings.openai_base_url or "OpenAI"
-    return f"model: {settings.openai_model} via {where}"
+        return "offline demo"
+    return f"{settings.openai_model} via {settings.openai_base_url or 'OpenAI'}"
+
+
+def describe(model: ChatModel, settings: Settings) -> str:
+    """One line saying which model answers, and how to use a real one."""
+    hint = (
+        " (set OPENAI_API_KEY, or OPENAI_BASE_URL for a compatible server, to use a real model)"
+        if isinstance(model, OfflineModel)
+        else ""
+    )
+    return f"model: {model_name(model, settings)}{hint}"
 
 
 def require_real_model(settings: Settings, command: str) -> None:

@@ -11,6 +11,7 @@ from bot.engine.transcript import (
     AgentReply,
     ContinuationPrompt,
     HandoffRecord,
+    Item,
     ModeratorMessage,
     Notice,
     ToolOutcome,
@@ -77,32 +78,37 @@ def to_markdown(
     ]
     usage = {call.seq: call.usage for call in calls}
     for entry in entries:
-        stamp = _when(entry.at)
-        match entry.item:
-            case UserTurn(text=text, author=author):
-                lines.append(f"**{author}** ({stamp}): {text}")
-            case AgentReply(agent=agent, text=text, tool_calls=tool_calls):
-                if text:
-                    lines.append(f"**{agent}** ({stamp}): {text}")
-                for call in tool_calls:
-                    lines.append(f"- _{agent} called `{call.name}` with `{call.arguments}`_")
-                if entry.seq in usage:
-                    spent = usage[entry.seq]
-                    lines.append(
-                        f"- _model {spent.model or 'default'}: {spent.prompt_tokens} prompt + "
-                        f"{spent.completion_tokens} completion tokens_"
-                    )
-            case ToolOutcome(name=name, content=content, is_error=is_error):
-                label = "error" if is_error else "result"
-                lines.append(f"- _{name} {label}: {content}_")
-            case HandoffRecord(source=source, target=target, reason=reason):
-                because = f": {reason}" if reason else ""
-                lines.append(f"> {source} handed the conversation to {target}{because}")
-            case ContinuationPrompt(agent=agent):
-                lines.append(f"- _{agent} was prompted to continue on its own_")
-            case Notice(text=text):
-                lines.append(f"> Notice: {text}")
-            case ModeratorMessage(moderator=moderator, text=text):
-                lines.append(f"**Moderator {moderator}** ({stamp}): {text}")
+        lines += item_lines(entry.item, _when(entry.at))
+        if entry.seq in usage:
+            spent = usage[entry.seq]
+            lines.append(
+                f"- _model {spent.model or 'default'}: {spent.prompt_tokens} prompt + "
+                f"{spent.completion_tokens} completion tokens_"
+            )
         lines.append("")
     return "\n".join(lines)
+
+
+def item_lines(item: Item, stamp: str | None = None) -> list[str]:
+    """One transcript item as Markdown lines: who said what, handoffs, tool calls, notices."""
+    when = f" ({stamp})" if stamp else ""
+    match item:
+        case UserTurn(text=text, author=author):
+            return [f"**{author}**{when}: {text}"]
+        case AgentReply(agent=agent, text=text, tool_calls=tool_calls):
+            said = [f"**{agent}**{when}: {text}"] if text else []
+            return said + [
+                f"- _{agent} called `{call.name}` with `{call.arguments}`_" for call in tool_calls
+            ]
+        case ToolOutcome(name=name, content=content, is_error=is_error):
+            return [f"- _{name} {'error' if is_error else 'result'}: {content}_"]
+        case HandoffRecord(source=source, target=target, reason=reason):
+            because = f": {reason}" if reason else ""
+            return [f"> {source} handed the conversation to {target}{because}"]
+        case ContinuationPrompt(agent=agent):
+            return [f"- _{agent} was prompted to continue on its own_"]
+        case Notice(text=text):
+            return [f"> Notice: {text}"]
+        case ModeratorMessage(moderator=moderator, text=text):
+            return [f"**Moderator {moderator}**{when}: {text}"]
+    return []

@@ -159,7 +159,7 @@ async def test_take_over_silences_the_bot_and_hand_back_resumes(
     assert ("user", "Hello, anyone?") in kinds
     assert ("moderator", "Yes, Maria from support here.") in kinds
     seen = [m.content for m in model.requests[-1].messages]
-    assert "[Moderator] Yes, Maria from support here." in seen
+    assert "A moderator (a person on the support team) wrote: Yes, Maria from support here." in seen
 
 
 async def test_a_case_survives_a_restart_between_escalation_and_click(

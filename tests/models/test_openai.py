@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -130,17 +131,25 @@ async def test_the_canonical_conversation_on_the_wire(
     assert "tools" not in bodies[3]  # Fraud is terminal: nothing to call
     assert all(b.get("parallel_tool_calls") is False for b in bodies if "tools" in b)
     assert all(b["model"] == "test-model" for b in bodies)
-    # Other agents' replies are labelled; their tool internals are not shown.
+    # Other agents' replies are named by speaker, with no label in their text; the handoff
+    # reaches its target as a system note; their tool internals are not shown.
     fraud_view = bodies[3]["messages"]
     assert {
         "role": "assistant",
-        "content": "[Returns] What is your order number?",
+        "content": "What is your order number?",
         "name": "Returns",
     } in fraud_view
-    assert fraud_view[-1]["content"] == (
-        "[Returns] (handed the conversation to Fraud: Refund without return.)"
+    assert fraud_view[-1] == {"role": "user", "content": "It never arrived, just refund me"}
+    assert fraud_view[0]["content"].endswith(
+        "Returns has just handed this conversation to you (reason: Refund without return.). "
+        "Answer the customer's last message yourself."
     )
     assert not any(m["role"] == "tool" or m.get("tool_calls") for m in fraud_view)
+    for body in bodies:  # a shape every server handles, nothing a model would imitate
+        assert body["messages"][-1]["role"] != "assistant"
+        contents = [m["content"] or "" for m in body["messages"]]
+        assert not any(re.match(r"\s*\[\w+\]", text) for text in contents)
+        assert "handoff_to_" not in body["messages"][0]["content"]
     for body in bodies:
         assert_every_call_answered(body)
     # Usage is stored per model call and totalled on the session.

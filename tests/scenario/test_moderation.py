@@ -75,7 +75,10 @@ async def test_approve_is_recorded_announced_and_seen_by_the_agent(store: Store)
 
     await service.handle(msg("So?"))
     fraud_view = [m.content for m in model.requests[-1].messages]
-    assert "[Moderator] The moderator approved the request." in fraud_view
+    assert (
+        "A moderator (a person on the support team) wrote: The moderator approved the request."
+        in fraud_view
+    )
 
 
 async def test_take_over_silences_the_bot_and_hand_back_resumes(store: Store) -> None:
@@ -111,7 +114,10 @@ async def test_take_over_silences_the_bot_and_hand_back_resumes(store: Store) ->
     assert resumed.posts[0].text == "Welcome back; the moderator sorted it out."
     assert model.requests[-1].agent == "Returns"
     seen = [m.content for m in model.requests[-1].messages]
-    assert "[Moderator] Yes, I'm looking at your order now." in seen
+    assert (
+        "A moderator (a person on the support team) wrote: Yes, I'm looking at your order now."
+        in seen
+    )
 
 
 async def test_close_ends_the_conversation_and_the_case(store: Store) -> None:

@@ -44,6 +44,19 @@ def test_ecommerce_matches_the_declared_topology() -> None:
     assert workflow.warnings == ()
 
 
+def test_instructions_that_name_tool_identifiers_get_a_warning() -> None:
+    from bot.engine.loader import parse_workflow
+
+    text = MINIMAL.replace("instructions: Route.", "instructions: Call handoff_to_Returns.")
+    workflow = parse_workflow(text)
+    assert workflow.warnings == (
+        "agent 'Triage': its instructions name the tool handoff_to_Returns; name the agent "
+        'instead ("hand off to Returns"): models repeat tool names to customers',
+    )
+    for path in WORKFLOWS.glob("*.yaml"):
+        assert load_workflow(path).warnings == (), path
+
+
 def test_helpdesk_and_content() -> None:
     helpdesk = load_workflow(WORKFLOWS / "helpdesk.yaml")
     assert sorted((e.source, e.target) for e in helpdesk.edges) == [

@@ -24,7 +24,7 @@ from bot.engine import (
     WorkflowError,
     handoff_tool_name,
 )
-from bot.models import ModelError, ToolCall
+from bot.models import ChatMessage, ModelError, ToolCall
 from bot.testing import ScriptedModel, call, calls, say
 from tests.helpers import ORDERS, RETURNS, TRIAGE, kinds, run_turn, shop
 
@@ -165,7 +165,11 @@ async def test_target_answers_in_the_same_turn_with_the_whole_conversation() -> 
     second = model.requests[1]
     assert second.agent == "Returns"
     assert [m.content for m in second.messages if m.role == "user"] == ["I want to return my order"]
-    assert second.messages[-1].content == ("[Triage] (handed the conversation to Returns: return)")
+    assert second.messages[-1] == ChatMessage("user", "I want to return my order")
+    assert second.messages[0].content.endswith(
+        "Triage has just handed this conversation to you (reason: return). "
+        "Answer the customer's last message yourself."
+    )
     assert tool_names(second) == ["handoff_to_Orders", "handoff_to_Triage", "handoff_to_Fraud"]
 
 
@@ -274,18 +278,42 @@ async def test_an_async_termination_condition_is_awaited(closes: bool) -> None:
 
 
 # Rule: loop guard -- at most N handoffs and M model calls per user turn.
-async def test_loop_guard_stops_ping_pong_handoffs() -> None:
-    ping_pong = [
-        call("handoff_to_Returns") if i % 2 == 0 else call("handoff_to_Triage") for i in range(10)
+async def test_a_handoff_back_within_a_turn_is_refused_so_nothing_goes_round() -> None:
+    model = ScriptedModel(
+        [
+            call("handoff_to_Returns"),
+            call("handoff_to_Triage"),  # straight back: refused
+            call("handoff_to_Orders"),
+            call("handoff_to_Returns"),  # round again: refused
+            say("Your parcel is on its way."),
+        ]
+    )
+    events, items = await run_turn(shop().build(), model, "where is my refund parcel")
+    routes = [(e.source, e.target) for e in events if isinstance(e, HandoffSent)]
+    assert routes == [("Triage", "Returns"), ("Returns", "Orders")]
+    refusals = [i.content for i in items if isinstance(i, ToolOutcome) and i.is_error]
+    assert refusals == [
+        "Error: Triage already had this conversation since the customer's last message; no "
+        "handoff was made. Answer the customer yourself, or hand off to Orders or Fraud.",
+        "Error: Returns already had this conversation since the customer's last message; no "
+        "handoff was made. Answer the customer yourself.",
     ]
-    model = ScriptedModel(ping_pong)
-    events, items = await run_turn(shop().build(), model, "loop forever")
+    assert isinstance(events[-1], AwaitingUser) and events[-1].agent == "Orders"
+    next_turn = ScriptedModel([call("handoff_to_Triage"), say("Hello again.")])
+    events, _ = await run_turn(shop().build(), next_turn, "thanks", history=items, active="Orders")
+    assert [e.target for e in events if isinstance(e, HandoffSent)] == ["Triage"]  # a new turn
 
-    assert sum(isinstance(e, HandoffSent) for e in events) == 5
+
+async def test_loop_guard_stops_handoffs_past_the_limit() -> None:
+    model = ScriptedModel([call("handoff_to_Returns"), call("handoff_to_Orders")])
+    workflow = shop().with_limits(max_handoffs=1, max_model_calls=12).build()
+    events, items = await run_turn(workflow, model, "loop")
+
+    assert sum(isinstance(e, HandoffSent) for e in events) == 1
     stop = events[-1]
     assert isinstance(stop, TurnStopped) and stop.cause == "max_handoffs"
     assert "stopped here" in stop.notice.text
-    assert model.calls == 6
+    assert model.calls == 2
     last = [item for item in items if isinstance(item, ToolOutcome)][-1]
     assert last.is_error and "handoff limit" in last.content
 
@@ -318,7 +346,7 @@ async def test_malformed_handoff_arguments_still_hand_off_without_a_reason() -> 
     assert handoff.target == "Orders" and handoff.reason is None
 
 
-# Rule: shared transcript -- labelled text replies; own tool calls only, each with its result.
+# Rule: shared transcript -- text replies named by speaker; own tool calls only, with results.
 async def test_shared_transcript_labels_and_hides_other_agents_tool_internals() -> None:
     workflow = shop().build()
     history = [
@@ -339,7 +367,7 @@ async def test_shared_transcript_labels_and_hides_other_agents_tool_internals() 
         ("user", "refund for order 7", False, None),
         ("assistant", "One moment.", True, None),
         ("tool", "Handed off to Returns.", False, "x"),
-        ("assistant", "[Returns] Let me get a colleague.", False, None),
+        ("assistant", "Let me get a colleague.", False, None),
         ("user", "hello?", False, None),
     ]
     assert "3 refunds" not in json.dumps([m.content for m in triage_view])

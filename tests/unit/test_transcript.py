@@ -34,31 +34,49 @@ def test_items_round_trip_through_their_stored_form(item: Item) -> None:
     assert item_from_dict(item.kind, item_to_dict(item)) == item
 
 
-def test_returns_sees_its_own_tools_and_a_labelled_handoff_note() -> None:
+def test_returns_sees_its_own_tools_and_the_handoff_as_a_note_in_its_instructions() -> None:
     view = view_for("Returns", "Be Returns.", CONVERSATION)
+    handed = (
+        "Be Returns.\n\nTriage has just handed this conversation to you (reason: refund). "
+        "Answer the customer's last message yourself."
+    )
     assert [(m.role, m.content, m.tool_call_id) for m in view] == [
-        ("system", "Be Returns.", None),
+        ("system", handed, None),
         ("user", "refund for order 7", None),
-        ("assistant", "[Triage] (handed the conversation to Returns: refund)", None),
         ("assistant", "Checking.", None),
         ("tool", "3 refunds this month", "t1"),
         ("assistant", "A colleague will review this.", None),
         ("user", "Continue.", None),
     ]
-    assert view[3].tool_calls[0].name == "check_refunds"
+    assert view[2].tool_calls[0].name == "check_refunds"
     assert all("handoff_to_Returns" not in str(m.tool_calls) for m in view)
 
 
-def test_orders_sees_only_text_and_the_handoff_note() -> None:
+def test_orders_reads_what_others_did_since_the_customer_spoke_as_a_note() -> None:
     view = view_for("Orders", "Be Orders.", CONVERSATION)
-    assert [m.content for m in view[1:]] == [
-        "refund for order 7",
-        "[Triage] (handed the conversation to Returns: refund)",
-        "[Returns] Checking.",
-        "[Returns] A colleague will review this.",
+    assert [(m.role, m.content, m.name) for m in view] == [
+        (
+            "system",
+            "Be Orders.\n\nTriage handed this conversation to Returns (reason: refund).\n\n"
+            "Returns told the customer: Checking.\n\n"
+            "Returns told the customer: A colleague will review this.",
+            None,
+        ),
+        ("user", "refund for order 7", None),  # the request ends on the customer's words
     ]
+
+
+def test_earlier_replies_are_named_by_speaker_without_labels() -> None:
+    earlier = [*CONVERSATION[:-2], UserTurn("and my parcel?")]
+    view = view_for("Orders", "Be Orders.", earlier)
+    assert [(m.role, m.content, m.name) for m in view[1:]] == [
+        ("user", "refund for order 7", None),
+        ("assistant", "Checking.", "Returns"),
+        ("assistant", "A colleague will review this.", "Returns"),
+        ("user", "and my parcel?", None),
+    ]
+    assert view[0].content == "Be Orders."  # earlier handoffs: their replies tell the story
     assert not any(m.tool_calls or m.role == "tool" for m in view)
-    assert {m.name for m in view if m.role == "assistant"} == {"Triage", "Returns"}
 
 
 def test_a_call_without_a_stored_result_gets_an_interrupted_result() -> None:
