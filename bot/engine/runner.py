@@ -200,29 +200,27 @@ class Runner:
 
     async def _ask(self, agent: str, items: Sequence[Item]) -> tuple[ModelReply, int]:
         """The agent's next reply, read as meant (see `tolerance`), and how many model calls it
-        took: a reply that announces a transfer without the call is asked again, and, if it
-        still does, becomes the handoff it announced (or, to an agent out of reach, no reply)."""
+        took. A slip (a transfer announced without the call, the bot's own notes or tool results
+        repeated) is never shown: the agent is asked again, and if it slips still, an announced
+        transfer it may make is made, and anything else becomes no reply."""
         request = self._request(agent, items)
         reply = self._read(await self.model.complete(request), request, items)
         asked = 1
         targets = self.workflow.targets(agent)
-        while (target := self._announced(agent, reply)) is not None:
+        while (slip := self._slip(agent, reply, request)) is not None:
             if asked > self.bounds.transfer_retries:
-                log.info("%s announced a transfer to %s twice; acting on it", agent, target)
+                log.info("%s slipped again (%s); not shown", agent, slip.kind)
                 tools = {tool.target: tool for tool in self.workflow.handoffs(agent)}
-                calls = (
-                    ()
-                    if target not in tools
-                    else (ToolCall(f"call_{len(items)}", tools[target].name),)
-                )
+                meant = tools.get(slip.target or "")
+                calls = (ToolCall(f"call_{len(items)}", meant.name),) if meant else ()
                 return dataclasses.replace(reply, text=None, tool_calls=calls), asked
-            log.info("%s announced a transfer to %s without the call; asking again", agent, target)
+            log.info("%s slipped (%s); asking again", agent, slip.kind)
             request = dataclasses.replace(
                 request,
                 messages=(
                     *request.messages,
                     ChatMessage("assistant", reply.text, message_name(agent)),
-                    ChatMessage("system", tolerance.correction(target, targets)),
+                    ChatMessage("system", slip.correction(targets)),
                 ),
             )
             again = self._read(await self.model.complete(request), request, items)
@@ -230,10 +228,10 @@ class Runner:
             asked += 1
         return reply, asked
 
-    def _announced(self, agent: str, reply: ModelReply) -> str | None:
+    def _slip(self, agent: str, reply: ModelReply, request: ModelRequest) -> tolerance.Slip | None:
         if reply.tool_calls or not reply.text:
             return None
-        return tolerance.announced(reply.text, tuple(self.workflow.agents), agent)
+        return tolerance.slip(reply.text, agent, tuple(self.workflow.agents), request.messages)
 
     def _read(self, reply: ModelReply, request: ModelRequest, items: Sequence[Item]) -> ModelReply:
         """Everything a model writes, read as meant, cleaned and cut to its bounds, before

@@ -9,8 +9,9 @@ reply that was meant, so that none of it reaches the customer:
   names a tool, or the agent a handoff tool reaches, becomes that tool call; any text around it
   is dropped;
 - a tool name that matches an offered one but for case is that tool;
-- a reply that announces a transfer to another agent without the call is found (`announced`), so
-  the runner can ask once more (and, failing that, make the handoff it announced);
+- a reply that announces a transfer to another agent without the call, or repeats the bot's own
+  words (a handoff note, a tool's error), is a `Slip`: the runner asks once more, and, failing
+  that, makes the handoff it announced or shows nothing;
 - a leading `[Agent]` or `Agent:` label is removed, and a tool identifier in the text becomes the
   agent's name.
 """
@@ -20,11 +21,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from bot.engine.handoffs import HANDOFF_PREFIX
-from bot.models.base import ModelReply, ToolCall
+from bot.models.base import JUST_HANDED, ChatMessage, ModelReply, ToolCall
 
 _FENCED = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.DOTALL)
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
@@ -123,6 +124,69 @@ def _call(value: object, names: Mapping[str, str]) -> tuple[str, str] | None:
     return _named(name, names), json.dumps(arguments, ensure_ascii=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Slip:
+    """A reply the customer must not see as written: a transfer announced without the call
+    (`target`), or the bot's own workings (its notes, a tool's result, its tools) repeated."""
+
+    kind: Literal["announced", "echoed"]
+    target: str | None = None
+
+    def correction(self, targets: Sequence[str]) -> str:
+        """What the agent is told before it is asked again."""
+        if self.kind == "echoed":
+            return (
+                "Your last message spoke of the support system's inner workings (its notes, "
+                "tools or results), which the customer must not see, and the customer has not "
+                "seen it. Answer the customer's last message in your own words."
+            )
+        target = self.target
+        if target in targets:
+            return (
+                f"Your last message told the customer you would transfer them to {target}, but "
+                f"you did not call the tool, and the customer has not seen that message. If "
+                f"{target} should take over, call its tool now and write nothing else. "
+                "Otherwise answer the customer yourself, without mentioning a transfer."
+            )
+        reach = f"you can hand it to {', '.join(targets)}" if targets else "you cannot hand it over"
+        return (
+            f"Your last message told the customer you would transfer them to {target}, but "
+            f"{target} cannot take this conversation from you ({reach}), and the customer has "
+            "not seen that message. Answer the customer yourself, without mentioning a transfer."
+        )
+
+
+def slip(
+    text: str, speaker: str, agents: Sequence[str], messages: Sequence[ChatMessage]
+) -> Slip | None:
+    """Whether a text reply of `speaker` to `messages` is a slip, and which."""
+    target = announced(text, agents, speaker)
+    if target is not None:
+        return Slip("announced", target)
+    return Slip("echoed") if echoed(text, messages) else None
+
+
+def echoed(text: str, messages: Sequence[ChatMessage]) -> bool:
+    """Whether a reply repeats the bot's own workings: a tool's error or result, a note, or
+    the handoff tools themselves."""
+    said = _plain(text)
+    if said.startswith("error:") or any(phrase in said for phrase in _NOTES):
+        return True
+    for message in messages:
+        if message.role == "tool" and message.content:
+            result = _plain(message.content)
+            if len(result) >= 20 and (said == result or result[:60] in said):
+                return True
+    return False
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+_NOTES = (JUST_HANDED, "handed this conversation to", "told the customer:", "handoff tool")
+
+
 def announced(text: str, agents: Sequence[str], speaker: str) -> str | None:
     """The agent a reply says it transfers the customer to, without calling the tool."""
     for sentence in re.split(r"(?<=[.!?\n])\s+", text):
@@ -164,20 +228,3 @@ def unlabelled(text: str, speakers: Sequence[str]) -> str:
         while (match := label.match(text)) is not None and match.end() < len(text):
             text = text[match.end() :]
     return _IDENTIFIER.sub(lambda found: found.group(1).replace("_", " "), text)
-
-
-def correction(target: str, targets: Sequence[str]) -> str:
-    """What an agent is told after announcing a transfer to `target` without the call."""
-    if target in targets:
-        return (
-            f"Your last message told the customer you would transfer them to {target}, but you "
-            f"did not call the tool, and the customer has not seen that message. If {target} "
-            "should take over, call its tool now and write nothing else. Otherwise answer the "
-            "customer yourself, without mentioning a transfer."
-        )
-    reach = f"you can hand it to {', '.join(targets)}" if targets else "you cannot hand it over"
-    return (
-        f"Your last message told the customer you would transfer them to {target}, but "
-        f"{target} cannot take this conversation from you ({reach}), and the customer has not "
-        "seen that message. Answer the customer yourself, without mentioning a transfer."
-    )

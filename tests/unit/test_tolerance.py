@@ -184,3 +184,44 @@ async def test_call_ids_a_server_reuses_are_made_unique() -> None:
     _, items = await run_turn(SHOP, model, "parcel")
     ids = [c.id for i in items if isinstance(i, AgentReply) for c in i.tool_calls]
     assert len(ids) == len(set(ids)) == 2
+
+
+# Captured: a tool's error, and a handoff note, repeated as the reply.
+ECHOED_ERROR = (
+    "Error: Triage already had this conversation since the customer's last message; no handoff "
+    "was made. Answer the customer yourself, or handoff to Orders or Fraud."
+)
+ECHOED_NOTE = "Triage handed this conversation to you. Reason: The shoes are too small."
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ECHOED_ERROR,
+        ECHOED_NOTE,
+        "To check the shipping status of order 6610, please call the handoff tool.",  # captured
+    ],
+)
+async def test_the_bots_own_words_repeated_are_asked_again_and_never_shown(text: str) -> None:
+    model = ScriptedModel([call("handoff_to_Returns"), say(text), say("Which order is it?")])
+    events, _ = await run_turn(SHOP, model, "I want to return the shoes")
+    assert shown(events) == ["Which order is it?"]
+    assert "inner workings" in (model.requests[2].messages[-1].content or "")
+
+
+async def test_the_bots_own_words_repeated_twice_are_not_shown() -> None:
+    model = ScriptedModel([call("handoff_to_Returns"), say(ECHOED_NOTE), say(ECHOED_ERROR)])
+    events, _ = await run_turn(SHOP, model, "I want to return the shoes")
+    assert shown(events) == []
+    assert isinstance(events[-1], TurnStopped) and events[-1].cause == "empty_reply"
+
+
+def test_a_reply_that_quotes_a_tool_result_in_its_own_words_is_fine() -> None:
+    from bot.engine.tolerance import echoed
+    from bot.models import ChatMessage
+
+    result = ChatMessage(
+        "tool", "Order 42: shipped on 3 May, carrier DHL, tracking 123", None, (), "c"
+    )
+    assert echoed("Order 42: shipped on 3 May, carrier DHL, tracking 123", [result])
+    assert not echoed("Your order 42 shipped on 3 May with DHL (tracking 123).", [result])
