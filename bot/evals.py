@@ -4,7 +4,8 @@ A cases file lists short conversations; each user message names the agent that s
 (`expect`) and, optionally, tools that should be called during its turn (`tools`). Every case
 runs as a thread of its own through the conversation service (the real engine, rules and store,
 on a temporary SQLite file; no platform), and the report counts which agent answered each message:
-accuracy overall and per expected agent, a confusion table, the failing cases with their
+accuracy overall and per expected agent, a confusion table, replies that leaked what customers
+should not see (a label, tool-call JSON, a tool name, a note), the failing cases with their
 transcripts, and model calls, tokens and seconds per case.
 """
 
@@ -25,6 +26,7 @@ from pydantic import Field
 
 from bot.engine.errors import FileError, Problem
 from bot.engine.loader import Strict, read_spec
+from bot.engine.tolerance import leaks
 from bot.engine.transcript import AgentReply, ToolOutcome
 from bot.engine.workflow import Workflow
 from bot.models.base import ChatModel
@@ -84,6 +86,7 @@ class CaseRun:
     model_calls: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    leaked: int = 0  # replies posted with a label, tool JSON, a tool name or a note in them
     transcript: list[str] = field(default_factory=list)
 
     @property
@@ -182,7 +185,9 @@ async def _run_case(
         entries = await service.store.entries(session.id) if session else []
         new = [entry.item for entry in entries[seen:]]
         seen = len(entries)
-        speakers = [i.agent for i in new if isinstance(i, AgentReply) and i.text]
+        replies = [i for i in new if isinstance(i, AgentReply) and i.text]
+        speakers = [reply.agent for reply in replies]
+        run.leaked += sum(leaks(reply.text or "") for reply in replies)
         called = {i.name for i in new if isinstance(i, ToolOutcome)}
         missing = tuple(tool for tool in message.tools if tool not in called)
         run.answers.append(
@@ -245,6 +250,7 @@ class Report:
             "correct": sum(a.correct for a in answers),
             "per_agent": self.per_agent(),
             "confusion": self.confusion(),
+            "leaked": sum(run.leaked for run in self.runs),
             "model_calls": sum(run.model_calls for run in self.runs),
             "tokens": sum(run.tokens for run in self.runs),
             "seconds": round(sum(run.seconds for run in self.runs), 3),
@@ -253,6 +259,7 @@ class Report:
                     "name": run.name,
                     "messages": len(run.answers),
                     "correct": run.correct,
+                    "leaked": run.leaked,
                     "model_calls": run.model_calls,
                     "tokens": run.tokens,
                     "seconds": round(run.seconds, 3),
@@ -278,7 +285,8 @@ class Report:
         right = sum(a.correct for a in answers)
         lines = [
             f"{self.workflow} on {self.model}: {right} of {len(answers)} messages answered by "
-            f"the expected agent ({self.accuracy:.1%})",
+            f"the expected agent ({self.accuracy:.1%}); "
+            f"{sum(run.leaked for run in self.runs)} replies leaked a label, tool call or note",
             "",
             f"{'expected agent':<20} {'messages':>8} {'correct':>8} {'accuracy':>9}",
         ]

@@ -218,6 +218,19 @@ def _agent(text: str, agents: Sequence[str], speaker: str) -> str | None:
     return None
 
 
+_LEAK = re.compile(
+    rf"^\s*\[[^\]\n]{{1,40}}\]|\{{\s*\"(?:name|function|tool)\"\s*:|{HANDOFF_PREFIX}|"
+    rf"{JUST_HANDED}|^\s*error:",
+    re.IGNORECASE,
+)
+
+
+def leaks(text: str) -> bool:
+    """Whether a reply as posted shows what the customer should not see: a `[Name]` label,
+    tool-call JSON, a tool identifier, a handoff note or a tool's error."""
+    return _LEAK.search(text) is not None
+
+
 def unlabelled(text: str, speakers: Sequence[str]) -> str:
     """`text` without leading speaker labels, with tool identifiers written as agent names."""
     if speakers:

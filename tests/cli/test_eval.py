@@ -51,6 +51,7 @@ async def test_the_offline_model_is_evaluated_the_same_every_time() -> None:
     assert first["accuracy"] == round(first["correct"] / 45, 4)
     assert sum(sum(row.values()) for row in first["confusion"].values()) == 45
     assert first["per_agent"]["Triage"]["messages"] == 6
+    assert first["leaked"] == 0
     assert first["model_calls"] > 45 and first["tokens"] == 0  # the demo counts no tokens
 
 
@@ -101,7 +102,7 @@ async def test_a_model_that_writes_its_calls_as_text_routes_and_nothing_leaks(
         )
     assert code == 0, err
     assert out.splitlines()[0].startswith("ecommerce on gpt-4.1-mini via http://127.0.0.1:")
-    assert "2 of 3 messages answered by the expected agent (66.7%)" in out
+    assert "2 of 3 messages answered by the expected agent (66.7%); 0 replies leaked" in out
     assert "message 2: expected Triage, answered Orders" in out
     assert "**Orders**: How can I help?" in out  # posted without its label
     assert "- _Triage called `handoff_to_Orders` with `{}`_" in out  # the text became the call

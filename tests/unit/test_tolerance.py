@@ -225,3 +225,20 @@ def test_a_reply_that_quotes_a_tool_result_in_its_own_words_is_fine() -> None:
     )
     assert echoed("Order 42: shipped on 3 May, carrier DHL, tracking 123", [result])
     assert not echoed("Your order 42 shipped on 3 May with DHL (tracking 123).", [result])
+
+
+@pytest.mark.parametrize(
+    ("text", "leaked"),
+    [
+        ("[Triage] (handed the conversation to Returns: too small)", True),  # captured, before
+        (BARE_JSON, True),
+        ("Please use handoff_to_Orders.", True),
+        (ECHOED_ERROR, True),
+        ("Which order is it? [optional] details help.", False),
+        ('Set {"theme": "dark"} in your settings.', False),
+    ],
+)
+def test_leaks_are_what_eval_counts(text: str, leaked: bool) -> None:
+    from bot.engine.tolerance import leaks
+
+    assert leaks(text) is leaked
