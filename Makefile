@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# More options for `make chat`, e.g. ARGS="--thread X" to resume a conversation.
+ARGS ?=
 
 .PHONY: chat test lint format typecheck check bench clean
 
@@ -12,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-chat: $(STAMP)  ## talk to the bot in the terminal (offline model unless OPENAI_* is set)
-	$(PY) -m bot console --workflow workflows/ecommerce.yaml --database data/switchboard.db
+chat: $(STAMP)  ## talk to the bot in the terminal (offline model unless OPENAI_* is set); ARGS="--thread X"
+	$(PY) -m bot console --from-make $(ARGS)
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q

@@ -5,25 +5,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.handlers
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from bot.adapters.console import Console, ConsolePlatform, new_thread_name
+from bot.adapters.console import COMMANDS, Console, ConsolePlatform, new_thread_name
+from bot.adapters.terminal import Style, Terminal
 from bot.engine.errors import FileError, WorkflowError
 from bot.engine.graph import mermaid
 from bot.engine.loader import load_workflow
 from bot.models.select import describe, make_model, model_name, require_real_model
 from bot.runtime import open_service
+from bot.service import ConversationService
 from bot.service.export import to_json, to_markdown
 from bot.settings import Settings, SettingsError, load_settings
-from bot.store import Session, Store, StoreError, store_for
+from bot.store import Session, Store, StoreError, is_postgres, store_for
 from bot.store.values import Case, DeadLetter
 
 T = TypeVar("T")
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class UsageError(Exception):
@@ -38,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     console.add_argument("--workflow", type=Path, help="workflow YAML (default: BOT_WORKFLOW)")
     console.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
     console.add_argument("--thread", help="resume (or name) this conversation thread")
+    console.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="FILE",
+        help="where log lines go (default: console.log beside the SQLite database)",
+    )
+    console.add_argument(
+        "--verbose", action="store_true", help="show log lines here, on stderr, not in a file"
+    )
+    # The Makefile's `chat` target says so, to be told to resume with `make chat ARGS=...`.
+    console.add_argument("--from-make", action="store_true", help=argparse.SUPPRESS)
 
     check = commands.add_parser("check", help="validate workflow files; exit 1 on errors")
     check.add_argument("workflows", type=Path, nargs="+", metavar="WORKFLOW")
@@ -95,10 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
-        logging.basicConfig(
-            level=settings.bot_log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        if args.command != "console":  # the console keeps log lines out of the chat
+            logging.basicConfig(level=settings.bot_log_level.upper(), format=_LOG_FORMAT)
         match args.command:
             case "check":
                 return _check(args.workflows)
@@ -160,22 +174,104 @@ def _database(settings: Settings, given: str | None) -> str:
 
 async def _console(settings: Settings, args: argparse.Namespace) -> int:
     model = make_model(settings)
-    platform = ConsolePlatform(sys.stdout)
+    tty = sys.stdout.isatty()
+    style = Style(colour=tty and settings.colour)
+    platform = ConsolePlatform(sys.stdout, style, live=tty, stderr=sys.stderr)
+    _console_logging(settings, args, platform)
     async with open_service(
         settings, platform, workflow=args.workflow, database=args.database, model=model
     ) as service:
-        print(
+        platform.say(
             f"Switchboard console: workflow {service.workflow.name}, {describe(model, settings)}."
         )
+        for warning in service.workflow.warnings:  # logged too, but the log is in a file
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         console = Console(
             service,
             platform,
             thread=args.thread or new_thread_name(),
-            stdin=sys.stdin,
-            prompt=sys.stdin.isatty(),
+            terminal=Terminal(sys.stdin, style.prompt("you> "), COMMANDS),
+            resume=_resume_command(settings, args),
         )
-        await console.run()
+        try:
+            await console.run()
+        finally:
+            await _stop_now(service)
     return 0
+
+
+def _console_logging(
+    settings: Settings, args: argparse.Namespace, platform: ConsolePlatform
+) -> None:
+    """Log lines never land in the chat: they go to a file (`--log-file`, else console.log
+    beside the SQLite database), or under `--verbose` to stderr, beside it. At INFO unless
+    BOT_LOG_LEVEL says otherwise, so the file keeps the audit trail (cases, moderators)."""
+    explicit = "bot_log_level" in settings.model_fields_set
+    level = settings.bot_log_level.upper() if explicit else "INFO"
+    handler: logging.Handler
+    if args.verbose:
+        handler = _Aside(platform)
+    else:
+        path = args.log_file or _log_beside(_database(settings, args.database))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=1_000_000, backupCount=1, encoding="utf-8", delay=True
+        )
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def _log_beside(database: str) -> Path:
+    folder = Path("data") if is_postgres(database) else Path(database).parent
+    return folder / "console.log"
+
+
+class _Aside(logging.Handler):
+    """`--verbose`: each log line on stderr, with the console's status line out of its way."""
+
+    def __init__(self, platform: ConsolePlatform) -> None:
+        super().__init__()
+        self.platform = platform
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.platform.aside(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _resume_command(settings: Settings, args: argparse.Namespace) -> Callable[[str], str]:
+    """The command that resumes a thread the way the console was started: `make chat ARGS=...`
+    from the Makefile, `switchboard console ...` from the installed command, else
+    `python -m bot console ...`. An option that only repeats what the
+    settings say anyway (the Makefile's workflow and database) is left out."""
+    given: list[str] = []
+    if args.workflow is not None and args.workflow != settings.bot_workflow:
+        given += ["--workflow", str(args.workflow)]
+    if args.database is not None and args.database != settings.bot_database:
+        given += ["--database", args.database]
+
+    def command(thread: str) -> str:
+        words = shlex.join([*given, "--thread", thread])
+        if not args.from_make:
+            program = "switchboard" if Path(sys.argv[0]).name == "switchboard" else "python -m bot"
+            return f"{program} console {words}"
+        plain = not any(char in words for char in '"$`\\')
+        return f'make chat ARGS="{words}"' if plain else f"make chat ARGS={shlex.quote(words)}"
+
+    return command
+
+
+async def _stop_now(service: ConversationService) -> None:
+    """Stop what still runs (Ctrl-C or Ctrl-D in the middle of a turn) before the store closes:
+    the turn's steps are stored already, and the thread's next message goes on with it. The
+    console's process runs nothing else, so every other task is the service's."""
+    await service.stop(0)
+    me = asyncio.current_task()
+    rest = [task for task in asyncio.all_tasks() if task is not me]
+    for task in rest:
+        task.cancel()
+    await asyncio.gather(*rest, return_exceptions=True)
 
 
 async def _eval(settings: Settings, args: argparse.Namespace) -> int:
@@ -254,7 +350,7 @@ def _listing(rows: Sequence[T], empty: str, header: str, line: Callable[[T], str
 
 
 async def _sessions(settings: Settings, args: argparse.Namespace) -> int:
-    async with store_for(_database(settings, args.database)) as store:
+    async with store_for(_database(settings, args.database), read_only=True) as store:
         sessions = await store.list_sessions(args.limit)
     header = (
         f"{'id':>5}  {'platform':<8} {'thread':<32} {'agent':<14} {'status':<7} "
@@ -285,7 +381,7 @@ async def _doctor(settings: Settings) -> int:
 
 
 async def _cases(settings: Settings, args: argparse.Namespace) -> int:
-    async with store_for(_database(settings, args.database)) as store:
+    async with store_for(_database(settings, args.database), read_only=True) as store:
         cases = await store.cases(status=args.status, limit=args.limit)
     header = f"{'case':>5}  {'status':<9} {'age':>6}  {'moderator':<18} {'thread':<28} reason"
 
@@ -299,7 +395,7 @@ async def _cases(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
-    async with store_for(_database(settings, args.database)) as store:
+    async with store_for(_database(settings, args.database), read_only=True) as store:
         letters = await store.dead_letters(args.limit)
     header = f"{'post':>6}  {'set aside':>9}  {'kind':<8} {'thread':<36} why"
 
@@ -322,7 +418,7 @@ def _age(since: float) -> str:
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
-    async with store_for(_database(settings, args.database)) as store:
+    async with store_for(_database(settings, args.database), read_only=True) as store:
         session = await _find(store, args.session)
         entries = await store.entries(session.id)
         calls = await store.model_calls(session.id)
@@ -337,8 +433,17 @@ async def _find(store: Store, wanted: str) -> Session:
         if session is not None:
             return session
     found = await store.find_thread(wanted)
-    if found:
+    if len(found) == 1:
         return found[0]
+    if found:
+        listed = "; ".join(
+            f"{s.id} ({s.key}, {s.active_agent}, {s.status}, {_age(s.updated_at)} ago)"
+            for s in found
+        )
+        raise UsageError(
+            f"{len(found)} conversations have the thread name {wanted!r}: {listed}; "
+            "give the session id of the one you want"
+        )
     raise UsageError(
         f"no conversation {wanted!r}; give a session id or a thread name "
         "from `python -m bot sessions`"

@@ -1,23 +1,28 @@
-"""`python -m bot doctor`: check configuration, database, model endpoint and platform tokens."""
+"""`python -m bot doctor`: check configuration, database, model endpoint and platform tokens.
+
+The checks run side by side, each under a time limit, and each ends in its findings, one line
+apiece, whatever happens inside it (a refused connection, an unknown host, a hang, a bug): one
+check that fails never hides the others. Nothing is written: the database is opened read-only.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bot.engine.errors import WorkflowError
-from bot.engine.loader import load_workflow
+from bot.engine.loader import find_workflow, load_workflow
 from bot.settings import Settings
-from bot.store import StoreError, is_postgres, postgres_store
-from bot.store.sql import migrations
+from bot.store import Store, StoreError, store_for
+from bot.store.values import Unmigrated
 
 TIMEOUT_S = 10.0
+_UNREACHABLE = (aiohttp.ClientError, OSError)  # OSError covers TimeoutError and DNS failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,57 +34,71 @@ class Finding:
     text: str
 
     def __str__(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'}  {self.area}: {self.text}"
+        text = "; ".join(line.strip() for line in self.text.splitlines() if line.strip())
+        return f"{'ok  ' if self.ok else 'FAIL'}  {self.area}: {text}"
 
 
 async def diagnose(settings: Settings) -> list[Finding]:
-    """Run every check that applies to this configuration."""
-    database = settings.bot_database
-    stored = await _postgres(database) if is_postgres(database) else _database(database)
-    findings = [_workflow(settings), *stored]
-    checks: list[Callable[[], Awaitable[Finding]]] = [lambda: _model(settings)]
+    """Run every check that applies to this configuration; the findings in a fixed order."""
+    store = store_for(settings.bot_database, read_only=True)
+    checks: list[tuple[str, str, Awaitable[Finding | list[Finding]]]] = [
+        ("workflow", str(settings.bot_workflow), asyncio.to_thread(_workflow, settings)),
+        ("database", store.where, _database(store)),
+        ("model", settings.openai_base_url or "OpenAI", _model(settings)),
+    ]
     if settings.slack_bot_token is not None:
-        checks.append(lambda: _slack(settings))
+        checks.append(("slack", _slack_url(settings), _slack(settings)))
     if settings.discord_token is not None:
-        checks.append(lambda: _discord(settings))
-    for check in checks:
-        try:
-            findings.append(await asyncio.wait_for(check(), TIMEOUT_S))
-        except TimeoutError:
-            findings.append(Finding(False, "network", f"no answer within {TIMEOUT_S:.0f}s"))
-    return findings
+        checks.append(("discord", _discord_url(settings), _discord(settings)))
+    found = await asyncio.gather(*(_guarded(*check) for check in checks))
+    return [finding for findings in found for finding in findings]
+
+
+async def _guarded(
+    area: str, where: str, check: Awaitable[Finding | list[Finding]]
+) -> list[Finding]:
+    """A check's findings; a check that cannot finish is one failed finding saying why."""
+    try:
+        found = await asyncio.wait_for(check, TIMEOUT_S)
+    except TimeoutError:
+        return [Finding(False, area, f"no answer from {where} within {TIMEOUT_S:g}s")]
+    except _UNREACHABLE as exc:
+        return [Finding(False, area, f"cannot reach {where} ({_why(exc)})")]
+    except Exception as exc:  # whatever it is, the other checks still report
+        return [Finding(False, area, f"could not be checked ({_why(exc)})")]
+    return found if isinstance(found, list) else [found]
 
 
 def _workflow(settings: Settings) -> Finding:
     try:
         workflow = load_workflow(settings.bot_workflow)
     except WorkflowError as exc:
-        return Finding(False, "workflow", str(exc).replace("\n", "; "))
+        return Finding(False, "workflow", str(exc))
     extra = f"; warnings: {'; '.join(workflow.warnings)}" if workflow.warnings else ""
+    given = settings.bot_workflow
+    found = find_workflow(given)
+    where = f"{given}" if found == given else f"{given} (shipped, {found})"
     return Finding(
-        True,
-        "workflow",
-        f"{settings.bot_workflow}: {len(workflow.agents)} agents, start {workflow.start}{extra}",
+        True, "workflow", f"{where}: {len(workflow.agents)} agents, start {workflow.start}{extra}"
     )
 
 
-async def _postgres(url: str) -> list[Finding]:
-    """Connect, and read the schema version and the backlog."""
-    from bot.store.postgres import SCHEMA
-
-    store = postgres_store(url)
+async def _database(store: Store) -> list[Finding]:
+    """Integrity (SQLite), schema version, open cases, and the outbox, read-only."""
     try:
-        await store.open()  # migrates, as the bot would at start-up
-        version = await store.schema_version()
-        unsent = await store.count_unsent()
-        dead = await store.count_dead()
-        cases = len(await store.cases(status="open", limit=10_000))
+        async with store:
+            integrity = await store.integrity()
+            if integrity not in (None, "ok"):
+                return [Finding(False, "database", f"{store.where} is damaged: {integrity}")]
+            version = await store.schema_version()
+            cases = await store.count_cases("open")
+            unsent, dead = await store.count_unsent(), await store.count_dead()
+    except Unmigrated as exc:  # nothing yet, or an older schema: the bot sets it up at start-up
+        return [Finding(True, "database", str(exc))]
     except StoreError as exc:
         return [Finding(False, "database", str(exc))]
-    finally:
-        await store.close()
-    newest = migrations(SCHEMA)[-1][0]
-    found = f"{store.where}: schema {version} of {newest}, {cases} open cases"
+    checked = "" if integrity is None else "integrity ok, "
+    found = f"{store.where}: {checked}schema {version} (up to date), {cases} open cases"
     return [Finding(True, "database", found), _outbox(unsent, dead)]
 
 
@@ -93,44 +112,6 @@ def _outbox(unsent: int, dead: int) -> Finding:
             f"`python -m bot dead-letters` lists them ({unsent} waiting to be sent)",
         )
     return Finding(True, "outbox", f"{unsent} post(s) waiting to be sent, none set aside")
-
-
-def _database(path: str) -> list[Finding]:
-    """Read-only: integrity, schema version, undelivered and dead posts, open cases."""
-    if not Path(path).exists():
-        return [Finding(True, "database", f"{path} does not exist yet; it is created on first run")]
-    from bot.store.sqlite import SCHEMA
-
-    newest = migrations(SCHEMA)[-1][0]
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            counts = _counts(db, version)
-    except sqlite3.Error as exc:
-        return [Finding(False, "database", f"{path} cannot be read: {exc}")]
-    if integrity != "ok":
-        return [Finding(False, "database", f"{path} is damaged: {integrity}")]
-    if version > newest:
-        return [Finding(False, "database", f"{path} has schema {version}, newer than {newest}")]
-    state = "up to date" if version == newest else f"will migrate from {version} to {newest}"
-    unsent, dead, cases = counts
-    found = f"{path}: integrity ok, schema {version} ({state}), {cases} open cases"
-    return [Finding(True, "database", found), _outbox(unsent, dead)]
-
-
-def _counts(db: sqlite3.Connection, version: int) -> tuple[int, int, int]:
-    """Posts waiting, posts set aside, and open cases, at any schema version."""
-
-    def one(sql: str, since: int) -> int:
-        return int(db.execute(sql).fetchone()[0]) if version >= since else 0
-
-    live = "sent_at IS NULL" + (" AND dead_at IS NULL" if version >= 6 else "")
-    return (
-        one(f"SELECT count(*) FROM outbox WHERE {live}", 4),
-        one("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL", 6),
-        one("SELECT count(*) FROM cases WHERE status = 'open'", 3),
-    )
 
 
 async def _model(settings: Settings) -> Finding:
@@ -149,10 +130,16 @@ async def _model(settings: Settings) -> Finding:
     return Finding(True, "model", f"{where} answers; default model {settings.openai_model}")
 
 
+def _slack_url(settings: Settings) -> str:
+    return settings.slack_api_url or "https://slack.com/api/"
+
+
+def _discord_url(settings: Settings) -> str:
+    return settings.discord_api_url or "https://discord.com/api/v10"
+
+
 async def _slack(settings: Settings) -> Finding:
-    data = await _signed_in(
-        "slack", settings.slack_bot_token, settings.slack_api_url or "https://slack.com/api/"
-    )
+    data = await _signed_in("slack", settings.slack_bot_token, _slack_url(settings))
     if not data.get("ok"):
         reason = data.get("error") or f"HTTP {data['status']}"
         return Finding(False, "slack", f"SLACK_BOT_TOKEN was refused ({reason})")
@@ -161,8 +148,7 @@ async def _slack(settings: Settings) -> Finding:
 
 
 async def _discord(settings: Settings) -> Finding:
-    base = settings.discord_api_url or "https://discord.com/api/v10"
-    data = await _signed_in("discord", settings.discord_token, base)
+    data = await _signed_in("discord", settings.discord_token, _discord_url(settings))
     if data["status"] != 200:
         return Finding(False, "discord", f"DISCORD_TOKEN was refused (HTTP {data['status']})")
     return Finding(True, "discord", f"signed in as {data.get('username')}")
@@ -185,10 +171,23 @@ async def _api(method: str, base: str, path: str, authorization: str) -> tuple[i
         aiohttp.ClientSession() as http,
         http.request(method, url, headers={"Authorization": authorization}) as response,
     ):
-        data = await response.json(content_type=None) if response.status == 200 else {}
+        try:
+            data = await response.json(content_type=None) if response.status == 200 else {}
+        except ValueError:  # an answer that is not JSON: a proxy's page, say
+            data = {}
     return response.status, data if isinstance(data, dict) else {}
 
 
-def _why(exc: Exception) -> str:
+def _why(exc: BaseException) -> str:
+    """A failure in a few words: the HTTP status, what the network said, or the error's kind."""
     status = getattr(exc, "status_code", None)
-    return f"HTTP {status}" if status else type(exc).__name__
+    if status:
+        return f"HTTP {status}"
+    cause = getattr(exc, "os_error", None) or exc
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return "host not found"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return type(exc).__name__

@@ -32,7 +32,7 @@ class Settings(BaseModel):
     openai_max_retries: int = Field(default=3, ge=0)
     openai_parallel_tool_calls: bool | None = False
     openai_tool_choice: str | None = None
-    bot_workflow: Path = Path("workflows/ecommerce.yaml")
+    bot_workflow: Path = Path("ecommerce")  # a file, or the name of a shipped workflow
     bot_database: str = "data/switchboard.db"
     bot_window_items: int = Field(default=200, ge=2)
     bot_window_tokens: int = Field(default=6000, ge=100)
@@ -62,6 +62,10 @@ class Settings(BaseModel):
     discord_moderator_channel: int | None = None
     discord_moderator_role: str | None = None
 
+    # Conventions of every terminal program (https://no-color.org), read for the console.
+    no_color: str = ""
+    term: str = ""
+
     @field_validator("openai_parallel_tool_calls", "openai_tool_choice", mode="before")
     @classmethod
     def _omit(cls, value: object) -> object:
@@ -74,6 +78,11 @@ class Settings(BaseModel):
         if self.bot_settle_ms is not None:
             return self.bot_settle_ms / 1000
         return 0.2 if shared else 0.0
+
+    @property
+    def colour(self) -> bool:
+        """Whether the console may use colour (on a terminal, that is)."""
+        return not self.no_color and self.term != "dumb"
 
     @property
     def has_real_model(self) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+import aiohttp
 import discord
 
 from bot.adapters import discord_rest as rest
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 POST_LIMIT = 2000
+SIGN_IN_TIMEOUT_S = 30.0
 WEBHOOK_NAME = "Switchboard"
 _FORBIDDEN_NAME = re.compile(r"discord|clyde", re.IGNORECASE)
 
@@ -111,6 +113,7 @@ class SwitchboardClient(discord.Client):
         if config.shard_count is not None:
             options |= {"shard_id": config.shard_id, "shard_count": config.shard_count}
         super().__init__(intents=intents, allowed_mentions=NO_MENTIONS, **options)
+        _quiet_reconnects()
         self.http = rest.EndpointHTTP(
             self.loop, api_url=config.api_url, gateway_url=config.gateway_url
         )
@@ -347,13 +350,13 @@ class SwitchboardClient(discord.Client):
 
 
 async def serve(service: ConversationService, client: SwitchboardClient) -> None:
-    """Log in and take gateway events until cancelled; translate start-up failures."""
-    config = client.config
+    """Sign in, then take gateway events until cancelled; start-up failures become one line."""
     client.attach(service)
     stop = stop_signal()
     try:
         async with client:
-            running = asyncio.create_task(client.start(config.token))
+            await _sign_in(client)
+            running = asyncio.create_task(client.connect())
             stopping = asyncio.create_task(stop.wait())
             async with serving(service):
                 await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -374,3 +377,54 @@ async def serve(service: ConversationService, client: SwitchboardClient) -> None
             "Discord closed the gateway with code 4014 (privileged intent not enabled): turn on "
             "Message Content Intent in the Developer Portal > Bot > Privileged Gateway Intents"
         ) from None
+    except rest.GatewayUnreachable as exc:
+        raise SettingsError(f"{exc}: check the network, or DISCORD_GATEWAY_URL") from None
+
+
+async def _sign_in(client: SwitchboardClient) -> None:
+    """Log in over REST, within `SIGN_IN_TIMEOUT_S`; a network failure or an error answer is
+    one `SettingsError` naming the endpoint (a refused token stays `LoginFailure`)."""
+    where = client.config.api_url or "https://discord.com/api/v10"
+    try:
+        await asyncio.wait_for(client.login(client.config.token), SIGN_IN_TIMEOUT_S)
+    except discord.HTTPException as exc:  # a 5xx after discord.py's retries, a 404, a 429
+        raise SettingsError(
+            f"Discord answered the sign-in at {where} with HTTP {exc.status}: check "
+            "DISCORD_API_URL, or try again later"
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:  # refused, unknown host, timed out
+        raise SettingsError(
+            f"cannot reach Discord at {where} ({type(exc).__name__}): check the network, or "
+            "DISCORD_API_URL"
+        ) from None
+
+
+class _NetworkTracebacks(logging.Filter):
+    """discord.py logs a whole traceback each time a network failure makes it reconnect, which
+    it then does on its own: one line naming the failure says as much."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, _RECONNECTS_ON):
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args = None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"  # it will retry
+        return True
+
+
+# What discord.py's `Client.connect` retries on.
+_RECONNECTS_ON = (
+    OSError,
+    aiohttp.ClientError,
+    discord.HTTPException,
+    discord.GatewayNotFound,
+    discord.ConnectionClosed,
+)
+
+
+def _quiet_reconnects() -> None:
+    """Install `_NetworkTracebacks` on the logger of discord.py's reconnect loop, once."""
+    logger = logging.getLogger("discord.client")
+    if not any(isinstance(found, _NetworkTracebacks) for found in logger.filters):
+        logger.addFilter(_NetworkTracebacks())

@@ -8,14 +8,31 @@ through it too (discord.py's own helpers would not), with its rate-limit handlin
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import aiohttp
 import discord
 from discord.http import HTTPClient, Route
 
 NO_MENTIONS_JSON: dict[str, Any] = {"parse": []}
 DEFERRED_UPDATE = 6  # interaction callback: acknowledged, the message will be edited later
 EPHEMERAL = 64
+FIRST_CONNECT_TIMEOUT_S = 30.0  # below discord.py's own 60 s, so a hang is ours to name
+
+
+class GatewayUnreachable(Exception):
+    """The gateway could not be reached before the first connection.
+
+    Deliberately not one of the errors discord.py retries: a client that never connected has no
+    session to resume (discord.py 2.7 then fails with an AttributeError), so start-up stops
+    with one line instead. After the first connection, discord.py reconnects on its own.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach Discord's gateway at {url} ({reason})")
+        self.url = url
+        self.reason = reason
 
 
 class EndpointHTTP(HTTPClient):
@@ -25,6 +42,7 @@ class EndpointHTTP(HTTPClient):
         super().__init__(*args, **kw)
         self.api_url = api_url.rstrip("/") if api_url else None
         self.gateway_url = gateway_url
+        self.connected = False  # the gateway was reached once
 
     async def request(self, route: Route, **kwargs: Any) -> Any:
         if self.api_url and route.url.startswith(Route.BASE):
@@ -35,7 +53,15 @@ class EndpointHTTP(HTTPClient):
         default = str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
         if self.gateway_url and url.startswith(default):
             url = self.gateway_url + url[len(default) :]  # keep the query discord.py adds
-        return await super().ws_connect(url, compress=compress)
+        if self.connected:
+            return await super().ws_connect(url, compress=compress)
+        try:
+            connecting = super().ws_connect(url, compress=compress)
+            socket = await asyncio.wait_for(connecting, FIRST_CONNECT_TIMEOUT_S)
+        except (aiohttp.ClientError, OSError) as exc:  # OSError: timeouts and DNS too
+            raise GatewayUnreachable(url.partition("?")[0], type(exc).__name__) from exc
+        self.connected = True
+        return socket
 
 
 async def execute_webhook(

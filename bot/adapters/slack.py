@@ -242,7 +242,7 @@ async def serve(service: ConversationService, platform: SlackPlatform, config: S
             f"SLACK_BOT_TOKEN was rejected by Slack ({reason}): check the token, or reinstall "
             "the app and copy the new Bot User OAuth Token"
         ) from None
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         where = config.api_url or "slack.com"
         raise SettingsError(f"cannot reach Slack at {where} ({type(exc).__name__})") from None
     log.info("slack: signed in as %s in team %s", identity.get("user"), identity.get("team"))

@@ -21,6 +21,9 @@ class Agent:
     """One participant of a workflow. Holds no model client: the model is injected at run time.
 
     `tools` accepts `FunctionTool`s or plain functions; they are wrapped on construction.
+    `handoff_notice` is what the customer sees when the conversation is handed to this agent:
+    None for the usual line ("Triage handed you to Returns: <reason>"; for a review agent, a
+    neutral line without the reason), "" for nothing, or a line of its own.
     """
 
     name: str
@@ -30,6 +33,7 @@ class Agent:
     tools: tuple[FunctionTool | ToolFunction, ...] = ()
     model: str | None = None
     review: bool = False
+    handoff_notice: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tools", tuple(as_tool(tool) for tool in self.tools))

@@ -1,4 +1,5 @@
-"""A workflow as a Mermaid flowchart: agents, edges with their reasons, start/terminal/review."""
+"""A workflow as a Mermaid flowchart: agents, edges (labelled where they give a reason), and
+start, terminal and review marks."""
 
 from __future__ import annotations
 
@@ -25,12 +26,10 @@ def mermaid(workflow: Workflow) -> str:
         shape = f"([{label}])" if name == workflow.start else f"[{label}]"
         lines.append(f"    {ids[name]}{shape}")
     for edge in workflow.edges:
-        reason = next(
-            tool.description
-            for tool in workflow.handoffs(edge.source)
-            if tool.target == edge.target
-        )
-        lines.append(f"    {ids[edge.source]} -->|{_quote(reason)}| {ids[edge.target]}")
+        # Only a reason given on the edge is drawn: the target's description, which the model
+        # reads otherwise, would repeat on every edge into it and bury the picture in labels.
+        label = f"|{_quote(edge.reason)}|" if edge.reason else ""
+        lines.append(f"    {ids[edge.source]} -->{label} {ids[edge.target]}")
     terminal = [ids[name] for name in workflow.agents if workflow.is_terminal(name)]
     review = [ids[name] for name in workflow.agents if workflow.agents[name].review]
     lines.append("    classDef terminal stroke-width:3px")

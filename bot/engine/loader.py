@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -43,6 +45,7 @@ class AgentSpec(Strict):
     tools: list[str] = []
     model: str | None = None
     review: Literal["moderators"] | None = None
+    handoff_notice: str | None = Field(default=None, max_length=300)
 
 
 class HandoffSpec(Strict):
@@ -94,29 +97,65 @@ _FIXES = {
 }
 
 
+SHIPPED = Path(__file__).parents[1] / "workflows"  # installed with the package
+
+
+def shipped_workflows() -> list[str]:
+    """The names of the workflows that come with Switchboard."""
+    return sorted(path.stem for path in SHIPPED.glob("*.yaml"))
+
+
+def find_workflow(given: str | Path) -> Path:
+    """A workflow file: `given` if it exists, else the shipped workflow of that name
+    ("helpdesk", or "workflows/helpdesk.yaml" run from another folder)."""
+    path = Path(given)
+    if path.exists():
+        return path
+    name = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    shipped = SHIPPED / f"{name}.yaml"
+    if path.parent in (Path("."), Path("workflows")) and shipped.exists():
+        return shipped
+    return path
+
+
 def load_workflow(path: str | Path) -> Workflow:
-    """Read, validate and build the workflow in `path`; raise `WorkflowError` naming the file."""
+    """Read, validate and build the workflow in `path` (a file, or a shipped workflow's name);
+    raise `WorkflowError` naming the file."""
+    found = find_workflow(path)
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = found.read_text(encoding="utf-8")
     except OSError as exc:
+        fix = (
+            "give the path of a workflow file (--workflow or BOT_WORKFLOW), or the name of a "
+            f"shipped one: {', '.join(shipped_workflows())}"
+        )
         raise WorkflowError(
-            [Problem("file", f"cannot be read ({exc.strerror})", "check the path")], source
+            [Problem("file", f"cannot be read ({exc.strerror})", fix)], source
         ) from exc
-    return parse_workflow(text, source=source, default_name=Path(path).stem)
+    return parse_workflow(text, source=source, default_name=found.stem)
 
 
 def parse_workflow(
     text: str, *, source: str = "<workflow>", default_name: str = "workflow"
 ) -> Workflow:
-    """Build a workflow from YAML text; `source` names it in errors."""
-    spec = read_spec(
-        text, source, WorkflowSpec, WorkflowError, "workflow", "`start:` and `agents:`"
-    )
-    try:
-        return _build(spec, default_name)
-    except WorkflowError as exc:
-        raise WorkflowError(exc.problems, source) from None
+    """Build a workflow from YAML text; `source` names it in errors.
+
+    Every problem is reported at once: a schema problem in one entry does not stop the checks
+    of the others, nor those of the graph (unknown or duplicate agents, the start agent) and of
+    the tools. Only a file that is not YAML, or not a mapping, stops at that.
+    """
+    data = read_yaml(text, source, WorkflowError, "workflow", "`start:` and `agents:`")
+    checked = _validate(data)
+    problems = list(checked.problems)
+    workflow = None
+    if checked.spec is not None:
+        workflow, built = _build(checked.spec, default_name, checked.kept)
+        problems += [found for found in map(checked.place, built) if found is not None]
+    if problems or workflow is None:
+        order = list(data)
+        raise WorkflowError(sorted(problems, key=lambda found: _position(found, order)), source)
+    return workflow
 
 
 def read_spec(
@@ -124,6 +163,17 @@ def read_spec(
 ) -> S:
     """YAML text validated against `spec`; else `error` lists every problem with its field and
     fix. `kind` names the file's kind, `first` the fields it starts with."""
+    data = read_yaml(text, source, error, kind, first)
+    try:
+        return spec.model_validate(data)
+    except ValidationError as exc:
+        raise error([_problem(found) for found in exc.errors()], source) from None
+
+
+def read_yaml(
+    text: str, source: str, error: type[FileError], kind: str, first: str
+) -> dict[str, Any]:
+    """YAML text that must hold a mapping; else `error` saying where it is not."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -139,10 +189,95 @@ def read_spec(
             [Problem("file", f"is not a mapping of {kind} fields", f"start the file with {first}")],
             source,
         )
+    return data
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A workflow file against the schema: its problems, and the valid part of it to build."""
+
+    spec: WorkflowSpec | None  # None: not even the list of agents could be read
+    problems: tuple[Problem, ...]
+    kept: Mapping[str, tuple[int, ...]]  # file positions of the agents and handoffs in `spec`
+
+    def place(self, problem: Problem) -> Problem | None:
+        """A build problem in the file's terms: entries at their position in the file, and
+        None for a field whose schema problem is reported already."""
+        found = _ENTRY.match(problem.field)
+        field = problem.field
+        if found is not None:
+            position = self.kept[found[1]][int(found[2])]
+            field = f"{found[1]}[{position}]{field[found.end() :]}"
+        for reported in self.problems:
+            if field == reported.field or field.startswith(
+                (f"{reported.field}.", f"{reported.field}[")
+            ):
+                return None
+        return Problem(field, problem.message, problem.fix)
+
+
+def _position(problem: Problem, order: list[str]) -> tuple[int, int]:
+    """Where a problem's field is in the file: problems are listed as the file reads."""
+    found = _FIELD.match(problem.field)
+    if found is None or found[1] not in order:
+        return (-1, -1)  # a missing field, or the whole file: first
+    return (order.index(found[1]), int(found[2] or -1))
+
+
+_FIELD = re.compile(r"^(\w+)(?:\[(\d+)\])?")
+_ENTRY = re.compile(r"^(agents|handoffs)\[(\d+)\]")
+_FILL = {"agents": {"instructions": "-"}, "handoffs": {}}  # stand-ins for required fields
+
+
+def _validate(data: dict[str, Any]) -> _Checked:
+    """Validate the file; where it has schema problems, keep what is valid to build and check
+    too. An entry of `agents:` or `handoffs:` keeps its valid fields (an agent whose only fault
+    is elsewhere than its name is still known, so handoffs to it are not reported as well); a
+    broken option takes its default."""
     try:
-        return spec.model_validate(data)
+        spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
-        raise error([_problem(found) for found in exc.errors()], source) from None
+        errors = exc.errors()
+    else:
+        return _Checked(spec, (), {name: tuple(range(len(data.get(name) or []))) for name in _FILL})
+    bad: dict[tuple[Any, ...], set[str]] = {}
+    for error in errors:
+        loc = error["loc"]
+        if loc[0] in _FILL and len(loc) > 1:
+            bad.setdefault(loc[:2], set()).add(str(loc[2]) if len(loc) > 2 else "")
+        else:
+            bad.setdefault(loc[:1], set())
+    problems = tuple(_problem(error) for error in errors)
+    if ("agents",) in bad:
+        return _Checked(None, problems, {})
+    fields = {key: value for key, value in data.items() if (key,) not in bad}
+    kept: dict[str, tuple[int, ...]] = {}
+    for name, model in (("agents", AgentSpec), ("handoffs", HandoffSpec)):
+        entries = [
+            (position, entry)
+            for position, value in enumerate(fields.get(name) or [])
+            if (entry := _entry(model, value, bad.get((name, position)), _FILL[name])) is not None
+        ]
+        fields[name] = [entry for _, entry in entries]
+        kept[name] = tuple(position for position, _ in entries)
+    fields.setdefault("start", "")  # reported already; the rest is checked without it
+    try:
+        return _Checked(WorkflowSpec.model_validate(fields), problems, kept)
+    except ValidationError:  # no agent left to build
+        return _Checked(None, problems, {})
+
+
+def _entry(model: type[S], value: Any, bad: set[str] | None, fill: dict[str, str]) -> S | None:
+    """One entry without its broken fields, `fill` standing in for required ones; None when
+    even that is not valid (say, an agent without a usable name)."""
+    if bad is not None:
+        if not isinstance(value, dict) or "" in bad:
+            return None
+        value = fill | {key: field for key, field in value.items() if key not in bad}
+    try:
+        return model.model_validate(value)
+    except ValidationError:
+        return None
 
 
 def _problem(error: Any) -> Problem:
@@ -156,9 +291,13 @@ def _problem(error: Any) -> Problem:
     return Problem(path or "file", message, _FIXES.get(kind, "see the README"))
 
 
-def _build(spec: WorkflowSpec, default_name: str) -> Workflow:
+def _build(
+    spec: WorkflowSpec, default_name: str, kept: Mapping[str, tuple[int, ...]]
+) -> tuple[Workflow | None, list[Problem]]:
+    """The workflow, or None, and every problem of its tools, termination and graph."""
     problems: list[Problem] = []
-    agents = [_agent(index, agent, problems) for index, agent in enumerate(spec.agents)]
+    positions = kept["agents"]
+    agents = [_agent(positions[i], agent, problems) for i, agent in enumerate(spec.agents)]
     builder = HandoffBuilder(participants=agents, name=spec.name or default_name)
     builder.with_start_agent(spec.start)
     for handoff in spec.handoffs:
@@ -178,11 +317,8 @@ def _build(spec: WorkflowSpec, default_name: str) -> Workflow:
     try:
         workflow = builder.build()
     except WorkflowError as exc:
-        problems.extend(exc.problems)
-        raise WorkflowError(problems) from None
-    if problems:
-        raise WorkflowError(problems)
-    return workflow
+        return None, problems + list(exc.problems)
+    return (workflow if not problems else None), problems
 
 
 def _agent(index: int, spec: AgentSpec, problems: list[Problem]) -> Agent:
@@ -210,6 +346,7 @@ def _agent(index: int, spec: AgentSpec, problems: list[Problem]) -> Agent:
         tools=tuple(tools),
         model=spec.model,
         review=spec.review == "moderators",
+        handoff_notice=spec.handoff_notice,
     )
 
 
@@ -222,7 +359,7 @@ def _import(dotted: str, field: str, problems: list[Problem]) -> Callable[..., A
         return None
     try:
         found = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:  # a module that fails as it loads is a problem of this field too
         problems.append(
             Problem(field, f"cannot import {dotted!r} ({type(exc).__name__}: {exc})", fix)
         )

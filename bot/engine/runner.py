@@ -196,7 +196,7 @@ class Runner:
         tools = tuple(tool.spec for tool in self.workflow.handoffs(agent))
         tools += tuple(tool.spec for tool in spec.function_tools)
         messages = view_for(agent, _instructions(self.workflow, agent), items)
-        return ModelRequest(agent, messages, tools, self._model_name(agent))
+        return ModelRequest(agent, messages, tools, self._model_name(agent), spec.description)
 
     async def _ask(self, agent: str, items: Sequence[Item]) -> tuple[ModelReply, int]:
         """The agent's next reply, read as meant (see `tolerance`), and how many model calls it

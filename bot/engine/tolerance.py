@@ -61,6 +61,14 @@ def as_tool_calls(reply: ModelReply, names: Mapping[str, str]) -> ModelReply:
         calls = _written_calls(reply.text, names)
         if calls:
             return replace(reply, text=None, tool_calls=calls, finish_reason="tool_calls")
+        wrapped = _wrapped(reply.text)
+        if wrapped is not None:  # a call to a tool nobody offered
+            name, arguments = wrapped
+            said = [value for value in arguments.values() if isinstance(value, str)]
+            if len(said) == 1:  # {"name": "greeting", "arguments": {"message": "Hello!"}}
+                return replace(reply, text=said[0])
+            call = ToolCall("text_call_0", name, json.dumps(arguments, ensure_ascii=False))
+            return replace(reply, text=None, tool_calls=(call,), finish_reason="tool_calls")
     return replace(reply, tool_calls=calls)
 
 
@@ -103,6 +111,28 @@ def _next_open(text: str, start: int) -> int:
 
 def _call(value: object, names: Mapping[str, str]) -> tuple[str, str] | None:
     """(name, arguments JSON) of a call-shaped object naming a tool, else None."""
+    shaped = _shaped(value)
+    if shaped is None:
+        return None
+    name, arguments = shaped
+    if name.casefold() not in names and not name.casefold().startswith(HANDOFF_PREFIX):
+        return None
+    return _named(name, names), json.dumps(arguments, ensure_ascii=False)
+
+
+def _wrapped(text: str) -> tuple[str, dict[str, Any]] | None:
+    """A reply that is nothing but one call-shaped object (to any name), as (name, arguments)."""
+    pieces = [*_TAGGED.findall(text), *_FENCED.findall(text)] or [text]
+    found = [value for piece in pieces for value in _objects(piece)]
+    if len(found) != 1 or len(pieces) != 1 or not pieces[0].strip().startswith(("{", "[")):
+        return None
+    value = found[0]
+    keys = set(value) | set(value.get("function") or {}) if isinstance(value, dict) else set()
+    return _shaped(value) if {"arguments", "parameters"} & keys else None
+
+
+def _shaped(value: object) -> tuple[str, dict[str, Any]] | None:
+    """(name, arguments) of an object shaped as a tool call, else None."""
     if not isinstance(value, dict):
         return None
     found: dict[str, Any] = value
@@ -111,17 +141,13 @@ def _call(value: object, names: Mapping[str, str]) -> tuple[str, str] | None:
     name = found.get("name") or found.get("tool")
     if not isinstance(name, str):
         return None
-    if name.casefold() not in names and not name.casefold().startswith(HANDOFF_PREFIX):
-        return None
     arguments = found.get("arguments", found.get("parameters", {}))
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments or "{}")
         except json.JSONDecodeError:
             arguments = {}
-    if not isinstance(arguments, dict):
-        arguments = {}
-    return _named(name, names), json.dumps(arguments, ensure_ascii=False)
+    return name, arguments if isinstance(arguments, dict) else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +198,8 @@ def echoed(text: str, messages: Sequence[ChatMessage]) -> bool:
     said = _plain(text)
     if said.startswith("error:") or any(phrase in said for phrase in _NOTES):
         return True
+    if _TOOL_TALK.search(text):
+        return True
     for message in messages:
         if message.role == "tool" and message.content:
             result = _plain(message.content)
@@ -184,7 +212,11 @@ def _plain(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-_NOTES = (JUST_HANDED, "handed this conversation to", "told the customer:", "handoff tool")
+_NOTES = (JUST_HANDED, "handed this conversation to", "told the customer:")
+_TOOL_TALK = re.compile(
+    r"\b(?:call|use|invoke|run)\w* (?:the |a |my )?`?[\w-]+`? (?:function|tool)\b|\bhandoff tool",
+    re.IGNORECASE,
+)
 
 
 def announced(text: str, agents: Sequence[str], speaker: str) -> str | None:

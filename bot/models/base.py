@@ -72,6 +72,7 @@ class ModelRequest:
     messages: tuple[ChatMessage, ...]
     tools: tuple[ToolSpec, ...] = ()
     model: str | None = None
+    description: str = ""  # what the agent is for, in a line (the offline demo routes by it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """`OfflineModel`: a deterministic stand-in for a language model, for the credential-free demo.
 
-It routes the user's message by word overlap with the handoff tools' descriptions (words shared
-by every description count for nothing), and otherwise answers with a plain statement of what it
-is and how to use a real model. No network, no randomness.
+It routes the user's latest message by word overlap with the handoff tools' descriptions and the
+targets' names, against the agent's own description (rarer shared words count more; a tie keeps
+the agent), and otherwise answers, saying once per conversation what it is and how to use a real
+model. No network, no randomness.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ import math
 import re
 
 from bot.models.base import (
-    JUST_HANDED,
     ChatMessage,
     ModelReply,
     ModelRequest,
     ToolCall,
     ToolSpec,
-    message_name,
 )
 
 HINT = (
@@ -41,7 +40,9 @@ _STOP = frozenset(
         "by",
         "can",
         "could",
+        "did",
         "do",
+        "does",
         "for",
         "from",
         "get",
@@ -50,6 +51,7 @@ _STOP = frozenset(
         "have",
         "hello",
         "hi",
+        "how",
         "i",
         "if",
         "in",
@@ -57,6 +59,8 @@ _STOP = frozenset(
         "is",
         "it",
         "its",
+        "just",
+        "long",
         "me",
         "my",
         "need",
@@ -89,8 +93,6 @@ _STOP = frozenset(
         "was",
         "we",
         "what",
-        "when",
-        "where",
         "which",
         "who",
         "why",
@@ -107,23 +109,24 @@ class OfflineModel:
     """A `ChatModel` that needs no network: keyword routing plus an honest canned answer."""
 
     async def complete(self, request: ModelRequest) -> ModelReply:
-        """Hand off when the user's words point at another agent; otherwise explain itself."""
-        last_user = _last_user_message(request.messages)
+        """Hand off when the user's latest words fit another agent better than this one;
+        otherwise answer, saying once per conversation what this model is."""
+        messages = request.messages
+        last_user = _last_user_message(messages)
         handoffs = [tool for tool in request.tools if tool.name.startswith("handoff_to_")]
-        handed = JUST_HANDED in (request.messages[0].content or "")
-        if last_user is not None and request.messages[-1] is last_user and handoffs and not handed:
-            spoken = _has_spoken(request.messages, message_name(request.agent))
-            own = request.messages[0].content or "" if spoken else None
+        if last_user is not None and messages[-1] is last_user and handoffs:
+            own = f"{request.agent} {request.description}"
             choice = _route(last_user.content or "", handoffs, own)
             if choice is not None:
                 tool, matched = choice
-                reason = "The user mentioned " + ", ".join(sorted(matched)) + "."
+                reason = "The user mentioned " + ", ".join(matched) + "."
                 arguments = '{"reason": "' + reason + '"}'
-                call = ToolCall(f"offline_{len(request.messages)}", tool.name, arguments)
+                call = ToolCall(f"offline_{len(messages)}", tool.name, arguments)
                 return ModelReply(tool_calls=(call,), finish_reason="tool_calls")
         said = (last_user.content or "").strip() if last_user else ""
-        echo = f'You said: "{_shorten(said)}". ' if said else ""
-        return ModelReply(text=f"{request.agent} here. {echo}{HINT}")
+        echo = f'You said: "{_shorten(said)}".' if said else "I'm listening."
+        first = not any(m.role == "assistant" and m.content for m in messages)
+        return ModelReply(text=f"{request.agent} here. {echo}" + (f" {HINT}" if first else ""))
 
 
 def _last_user_message(messages: tuple[ChatMessage, ...]) -> ChatMessage | None:
@@ -133,17 +136,9 @@ def _last_user_message(messages: tuple[ChatMessage, ...]) -> ChatMessage | None:
     return None
 
 
-def _has_spoken(messages: tuple[ChatMessage, ...], name: str) -> bool:
-    """Whether the agent has answered before (its replies carry its name)."""
-    return any(m.role == "assistant" and m.content and m.name == name for m in messages)
-
-
-def _route(text: str, tools: list[ToolSpec], own: str | None) -> tuple[ToolSpec, set[str]] | None:
-    """The handoff whose description shares the rarest words with `text`, if any.
-
-    An agent that has already spoken (`own` is its instructions) stays unless another agent's
-    description fits the message better than its own instructions do.
-    """
+def _route(text: str, tools: list[ToolSpec], own: str) -> tuple[ToolSpec, list[str]] | None:
+    """The handoff whose description (and target's name) shares the rarest words with `text`,
+    if it fits better than the agent's own description (`own`) does."""
     said = _words(text)
     if not said:
         return None
@@ -151,8 +146,7 @@ def _route(text: str, tools: list[ToolSpec], own: str | None) -> tuple[ToolSpec,
         tool.name: _words(tool.description + " " + tool.name[len("handoff_to_") :])
         for tool in tools
     }
-    if own is not None:
-        vocab[""] = _words(own)
+    vocab[""] = _words(own)
     count = len(vocab)
 
     def score(words: set[str]) -> float:
@@ -166,26 +160,34 @@ def _route(text: str, tools: list[ToolSpec], own: str | None) -> tuple[ToolSpec,
         points = score(vocab[tool.name])
         if points > 0 and (best is None or points > best[0]):
             best = (points, tool, said & vocab[tool.name])
-    if best is None or (own is not None and score(vocab[""]) >= best[0]):
+    if best is None or score(vocab[""]) >= best[0]:
         return None
-    return best[1], best[2]
+    spelled = {_stem(word): word for word in reversed(_WORD.findall(text.lower()))}
+    return best[1], [spelled.get(stem, stem) for stem in sorted(best[2])]
 
 
 def _words(text: str) -> set[str]:
     return {
-        _stem(word) for word in _WORD.findall(text.lower().replace("_", " ")) if word not in _STOP
+        _stem(word)
+        for word in _WORD.findall(text.lower().replace("_", " "))
+        if len(word) > 1 and word not in _STOP
     }
 
 
 def _stem(word: str) -> str:
     """A crude English stemmer: enough that "returns", "returned" and "return" meet."""
-    for suffix in ("ing", "ed", "s"):
+    for suffix in ("ing", "ed", "s", "y"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
             word = word[: -len(suffix)]
-            if suffix != "s" and len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiou":
+            if (
+                suffix in ("ing", "ed")
+                and len(word) > 3
+                and word[-1] == word[-2]
+                and word[-1] not in "aeiou"
+            ):
                 word = word[:-1]  # shipping -> ship, cancelled -> cancel
             break
-    return word
+    return word[:-1] if len(word) > 4 and word.endswith("e") else word  # arrive, arrived
 
 
 def _shorten(text: str, limit: int = 120) -> str:

@@ -43,6 +43,7 @@ FAILED_TEXT = (
     "please try again in a moment."
 )
 CLOSED_TEXT = "This conversation is closed. Mention me to start a new one."
+REVIEW_NOTICE = "A specialist will look at this with you."  # a handoff to a review agent
 _ENDS = (ev.AwaitingUser, ev.Closed, ev.TurnStopped)
 
 Deliver = Callable[[], Awaitable[object]]
@@ -184,7 +185,7 @@ class Turns:
         if case is not None:
             opened = await self.store.cases(session_id=stored.id, limit=1)
             turn.cases.extend(opened)
-            log.warning("session %s: case #%d opened for %s", stored.key, opened[0].id, case.agent)
+            log.info("session %s: case #%d opened for %s", stored.key, opened[0].id, case.agent)
         if queued:
             await turn.deliver()
 
@@ -195,10 +196,9 @@ class Turns:
                 return Post("reply", reply.text, self.workflow.agent(agent).display, agent)
             case ev.HandoffSent(source=source, target=target, reason=reason):
                 log.info("session %s: %s handed off to %s", session.key, source, target)
-                if not self.show_handoffs:
+                text = self._handoff_line(source, target, reason)
+                if not self.show_handoffs or not text:
                     return None
-                because = f": {reason}" if reason else ""
-                text = f"{source} handed you to {target}{because}"
                 return Post("handoff", text, self.workflow.agent(target).display, target)
             case ev.TurnStopped(agent=agent, cause=cause, notice=notice):
                 log.warning("session %s: turn stopped (%s) at %s", session.key, cause, agent)
@@ -208,6 +208,19 @@ class Turns:
                 return Post("notice", CLOSED_TEXT, self.workflow.agent(agent).display, agent)
             case _:
                 return None
+
+    def _handoff_line(self, source: str, target: str, reason: str | None) -> str:
+        """What the customer sees of a handoff (see `Agent.handoff_notice`): persona names, and
+        never a review agent's reason, which is for moderators."""
+        to = self.workflow.agent(target)
+        if to.handoff_notice is not None:
+            return to.handoff_notice
+        if to.review:
+            return REVIEW_NOTICE
+        because = f": {reason}" if reason else ""
+        return (
+            f"{self.workflow.agent(source).display.name} handed you to {to.display.name}{because}"
+        )
 
 
 def _held(event: ev.Event) -> bool:

@@ -47,6 +47,11 @@ def cases(session_id: int | None, status: CaseStatus | None, limit: int) -> Op[l
     return [_case(each) for each in found]
 
 
+def count_cases(status: CaseStatus) -> Op[int]:
+    found = yield row("SELECT count(*) FROM cases WHERE status = ?", status)
+    return int(found[0]) if found else 0
+
+
 def case_actions(case_id: int) -> Op[list[CaseAction]]:
     found = yield rows(
         "SELECT action, actor, at FROM case_actions WHERE case_id = ? ORDER BY seq", case_id

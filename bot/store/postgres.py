@@ -35,10 +35,14 @@ class PostgresDriver:
 
     shared = True  # several processes: a thread's turns take a lease in the database
 
-    def __init__(self, dsn: str, *, schema: str | None = None, max_size: int = 20) -> None:
+    def __init__(
+        self, dsn: str, *, schema: str | None = None, max_size: int = 20, read_only: bool = False
+    ) -> None:
         self.dsn = dsn
         self.schema = schema
         self.max_size = max_size
+        self.read_only = read_only
+        self.newest = migrations(SCHEMA)[-1][0]
         self._pool: Any = None
 
     @property
@@ -47,16 +51,22 @@ class PostgresDriver:
         return re.sub(r"//[^@/]*@", "//", self.dsn)
 
     async def open(self) -> None:
-        """Create the pool and migrate the schema (the `Store` closes the driver on failure)."""
+        """Create the pool and migrate the schema; read-only, create the pool only, on sessions
+        where the server refuses every write (the `Store` closes the driver on failure)."""
         settings = {"search_path": self.schema} if self.schema else {}
+        if self.read_only:
+            settings["default_transaction_read_only"] = "on"
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=self.max_size, server_settings=settings
             )
-            async with self.transaction() as conn:
-                await _migrate(conn)
+            if not self.read_only:
+                async with self.transaction() as conn:
+                    await _migrate(conn)
         except _ERRORS as exc:
             raise StoreError(f"cannot open the database {self.where}: {exc}") from exc
+        except ValueError as exc:  # asyncpg's word for a malformed URL
+            raise StoreError(f"{self.where} is not a valid database URL ({exc})") from exc
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -81,10 +91,20 @@ class PostgresDriver:
             raise StoreError(f"{what} failed: {_why(exc)}") from exc
 
     async def schema_version(self) -> int:
-        async with self._acquire() as conn:
-            return int(
-                await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
-            )
+        """The newest migration applied; 0 where there are no Switchboard tables yet."""
+        try:
+            async with self._acquire() as conn:
+                if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+                    return 0
+                return int(
+                    await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+                )
+        except _ERRORS as exc:
+            raise StoreError(f"schema_version failed: {_why(exc)}") from exc
+
+    async def integrity(self) -> str | None:
+        """None: PostgreSQL checks its own pages; there is no cheap whole-database check."""
+        return None
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from bot.store.sql import Many, Op, Statement, migrations
-from bot.store.values import StoreError
+from bot.store.values import StoreError, Unmigrated
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,19 @@ class SQLiteDriver:
     shared = False  # one serving process per file: its lanes already order each thread
 
     def __init__(
-        self, path: str | Path, *, busy_timeout_ms: int = 5000, serving: bool = False
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = 5000,
+        serving: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.path = str(path)
+        self.read_only = read_only
+        self.newest = migrations(SCHEMA)[-1][0]
         self._busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
-        self._serving = serving
+        self._serving = serving and not read_only
         self._lock: int | None = None
 
     @property
@@ -50,16 +57,30 @@ class SQLiteDriver:
         return self.path
 
     async def open(self) -> None:
-        """Connect, set the pragmas, and migrate (the `Store` closes the driver on failure)."""
+        """Connect, set the pragmas, and migrate; read-only, connect to the file as it is, which
+        must exist (the `Store` closes the driver on failure)."""
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                if self._serving:
-                    self._lock = _serve_alone(self.path)
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            if self.read_only:
+                self._db = await self._connect_read_only()
+            else:
+                if self.path != ":memory:":
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                    if self._serving:
+                        self._lock = _serve_alone(self.path)
+                self._db = await aiosqlite.connect(self.path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
-        await self._call("open", self._prepare)
+        await self._call(f"opening {self.path}", self._prepare)
+
+    async def _connect_read_only(self) -> aiosqlite.Connection:
+        """The file opened read-only (`mode=ro`): no directory, file or schema is created, and
+        SQLite itself refuses every write."""
+        found = None if self.path == ":memory:" else await asyncio.to_thread(_existing, self.path)
+        if found is None:
+            raise Unmigrated(
+                f"no database at {self.path} yet; it is created on first run", 0, self.newest
+            )
+        return await aiosqlite.connect(f"{found.as_uri()}?mode=ro", uri=True, isolation_level=None)
 
     async def close(self) -> None:
         """Close the connection and let the file go (safe to call twice)."""
@@ -81,6 +102,10 @@ class SQLiteDriver:
     async def schema_version(self) -> int:
         """The schema version the database is at."""
         return await self._call("schema_version", _user_version)
+
+    async def integrity(self) -> str | None:
+        """SQLite's `integrity_check`: "ok", or what is damaged."""
+        return await self._call("integrity_check", _integrity)
 
     @property
     def connection(self) -> aiosqlite.Connection:
@@ -114,6 +139,10 @@ class SQLiteDriver:
 
     def _prepare(self, db: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        if self.read_only:
+            db.execute("PRAGMA query_only = ON")
+            _user_version(db)  # reads the file: one that is not a database fails here
+            return
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
@@ -136,6 +165,14 @@ class SQLiteDriver:
                         db.execute("ROLLBACK")
                     raise
                 log.info("store %s migrated to schema version %d", self.path, version)
+
+
+def _existing(path: str) -> Path | None:
+    """The file's absolute path if it exists (blocking: run on a thread)."""
+    found = Path(path).absolute()
+    if found.is_dir():
+        raise StoreError(f"{path} is a folder, not a SQLite file: name a file in it")
+    return found if found.exists() else None
 
 
 def _serve_alone(path: str) -> int:
@@ -166,6 +203,10 @@ class _Busy(Exception):
 
 def _user_version(db: sqlite3.Connection) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _integrity(db: sqlite3.Connection) -> str:
+    return "; ".join(str(found[0]) for found in db.execute("PRAGMA integrity_check"))
 
 
 @functools.lru_cache(maxsize=512)

@@ -20,6 +20,8 @@ class Driver(Protocol):
     """Runs operations on one backend: connection, dialect, transactions, migrations."""
 
     shared: bool  # several processes may use the database at once
+    read_only: bool  # open what exists as it is: create, migrate and write nothing
+    newest: int  # the schema version this program writes
 
     @property
     def where(self) -> str: ...
@@ -29,6 +31,7 @@ class Driver(Protocol):
     async def read(self, op: Op[T], what: str) -> T: ...
     async def write(self, op: Op[T], what: str) -> T: ...
     async def schema_version(self) -> int: ...
+    async def integrity(self) -> str | None: ...
 
 
 class Store:
@@ -52,10 +55,19 @@ class Store:
         """Whether several processes may serve this database at once."""
         return self.driver.shared
 
+    @property
+    def read_only(self) -> bool:
+        """Whether this store only reads: nothing is created, migrated or written."""
+        return self.driver.read_only
+
     async def open(self) -> None:
-        """Connect and migrate; a failure leaves nothing open."""
+        """Connect and migrate; read-only, connect and require this program's schema, changing
+        nothing (`Unmigrated` when the bot has not set the database up yet). A failure leaves
+        nothing open."""
         try:
             await self.driver.open()
+            if self.driver.read_only:
+                _require(await self.driver.schema_version(), self.driver.newest, self.where)
         except BaseException:
             await self.driver.close()
             raise
@@ -169,6 +181,11 @@ class Store:
     async def count_dead(self) -> int:
         return await self._read(ops_outbox.count_dead())
 
+    async def integrity(self) -> str | None:
+        """The database's own consistency check ("ok", or what is damaged); None where the
+        backend has none to offer (PostgreSQL)."""
+        return await self.driver.integrity()
+
     async def prune(self, before: float) -> int:
         """Forget what is done and older than `before` (sent posts, answered messages, claims,
         unused leases); how many rows."""
@@ -190,6 +207,9 @@ class Store:
         limit: int = 100,
     ) -> list[v.Case]:
         return await self._read(ops_cases.cases(session_id, status, limit))
+
+    async def count_cases(self, status: v.CaseStatus) -> int:
+        return await self._read(ops_cases.count_cases(status))
 
     async def case_actions(self, case_id: int) -> list[v.CaseAction]:
         return await self._read(ops_cases.case_actions(case_id))
@@ -216,6 +236,27 @@ class Store:
 
     async def _write(self, op: Op[T]) -> T:
         return await self.driver.write(op, _name(op))
+
+
+def _require(version: int, newest: int, where: str) -> None:
+    """A read-only store reads only a database at this program's schema: the bot migrates an
+    older one at start-up, and a newer one belongs to a newer Switchboard."""
+    if version == 0:
+        raise v.Unmigrated(
+            f"no Switchboard tables in {where} yet; the bot creates them at start-up", 0, newest
+        )
+    if version < newest:
+        raise v.Unmigrated(
+            f"{where}: schema {version} of {newest} (not migrated yet: the bot migrates at "
+            "start-up)",
+            version,
+            newest,
+        )
+    if version > newest:
+        raise v.StoreError(
+            f"the database {where} has schema version {version}, newer than this program's "
+            f"{newest}; upgrade Switchboard"
+        )
 
 
 def _name(op: Any) -> str:

@@ -19,6 +19,16 @@ class LeaseLost(StoreError):
     """Another process took the thread's lease: this one may no longer write for it."""
 
 
+class Unmigrated(StoreError):
+    """A read-only open found no database, no Switchboard tables, or an older schema: nothing
+    is wrong with it, the bot sets it up at start-up. `version` is 0 when there is nothing yet."""
+
+    def __init__(self, message: str, version: int, newest: int) -> None:
+        super().__init__(message)
+        self.version = version
+        self.newest = newest
+
+
 @dataclass(frozen=True, slots=True)
 class SessionKey:
     """Where a conversation lives: a platform, a channel, and a thread in it."""

@@ -89,6 +89,21 @@ async def test_a_restarted_process_continues_the_thread(
             "error: DISCORD_TOKEN is missing: copy the bot token from the Developer "
             "Portal (your application > Bot > Reset Token)\n",
         ),
+        (
+            "api_refused",
+            "error: cannot reach Discord at http://127.0.0.1:9/api/v10 (ClientConnectorError): "
+            "check the network, or DISCORD_API_URL\n",
+        ),
+        (
+            "api_unknown_host",
+            "error: cannot reach Discord at http://switchboard.invalid/api/v10 "
+            "(ClientConnectorDNSError): check the network, or DISCORD_API_URL\n",
+        ),
+        (
+            "gateway_refused",
+            "error: cannot reach Discord's gateway at ws://127.0.0.1:9/gateway "
+            "(ClientConnectorError): check the network, or DISCORD_GATEWAY_URL\n",
+        ),
     ],
 )
 async def test_start_up_errors_are_one_clear_line(
@@ -104,6 +119,12 @@ async def test_start_up_errors_are_one_clear_line(
         discord_server.close_with = 4014
     elif setup == "bad_token":
         env["DISCORD_TOKEN"] = "not-the-token"
+    elif setup == "api_refused":
+        env["DISCORD_API_URL"] = "http://127.0.0.1:9/api/v10"  # nothing listens there
+    elif setup == "api_unknown_host":
+        env["DISCORD_API_URL"] = "http://switchboard.invalid/api/v10"
+    elif setup == "gateway_refused":
+        env["DISCORD_GATEWAY_URL"] = "ws://127.0.0.1:9/gateway"
     else:
         del env["DISCORD_TOKEN"]
     process = await start(env)
@@ -111,6 +132,29 @@ async def test_start_up_errors_are_one_clear_line(
     assert process.returncode == 1
     assert err.decode() == message
     assert "sk-x" not in err.decode() and "not-the-token" not in err.decode()
+
+
+async def test_a_lost_gateway_is_retried_with_one_line_per_attempt(
+    discord_server: DiscordServer, tmp_path: Path
+) -> None:
+    """After the first connection discord.py reconnects on its own; each failed attempt is one
+    log line naming the failure, not a traceback."""
+    env = environment(
+        discord_server,
+        OPENAI_API_KEY="sk-x",
+        BOT_DATABASE=str(tmp_path / "d.db"),
+        DISCORD_MODERATOR_CHANNEL="900000000000000007",
+    )
+    process = await started(env)
+    await discord_server.stop()  # Discord goes away: the gateway and REST both
+    await asyncio.sleep(2.5)  # discord.py's first retries come within about 2 s
+    err = await stop(process)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err, err
+    retries = [line for line in err.splitlines() if "Attempting a reconnect" in line]
+    assert retries, err
+    assert all(" WARNING discord.client: " in line for line in retries), retries
+    assert all("(ClientConnectorError: Cannot connect to host" in line for line in retries)
 
 
 async def test_missing_moderation_config_is_a_start_up_warning(

@@ -254,24 +254,42 @@ def test_bad_configuration_is_one_clear_line(env: dict[str, str], message: str) 
         assert value not in str(caught.value)
 
 
+# The bot scopes each Web API method the adapter calls needs (api.slack.com/methods/...).
+METHOD_SCOPES = {
+    "auth_test": set(),
+    "chat_postMessage": {"chat:write", "chat:write.customize"},  # under each agent's persona
+    "chat_update": {"chat:write"},
+    "chat_delete": {"chat:write"},
+    "chat_postEphemeral": {"chat:write"},
+    "chat_getPermalink": set(),
+    "conversations_replies": {"channels:history", "groups:history", "im:history"},
+    "conversations_history": {"channels:history", "groups:history", "im:history"},
+    "conversations_members": {"channels:read", "groups:read"},
+}
+
+
 def test_the_manifest_asks_for_what_the_adapter_uses() -> None:
+    import re
+
     import yaml
 
-    manifest = yaml.safe_load(
-        (Path(__file__).parents[2] / "deploy" / "slack-manifest.yaml").read_text()
-    )
+    root = Path(__file__).parents[2]
+    source = "".join(p.read_text() for p in (root / "bot" / "adapters").glob("slack*.py"))
+    called = set(re.findall(r"\.((?:chat|conversations|users|auth|views|reactions)_\w+)\(", source))
+    assert called, "no Web API call found: the pattern is out of date"
+    unknown = called - set(METHOD_SCOPES)
+    assert not unknown, f"add the scopes of {unknown} to METHOD_SCOPES and the manifest"
+    manifest = yaml.safe_load((root / "deploy" / "slack-manifest.yaml").read_text())
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-    assert {
-        "app_mentions:read",
-        "chat:write",
-        "chat:write.customize",
-        "channels:history",
-        "groups:history",
-        "im:history",
-    } <= scopes
+    needed = set().union(*(METHOD_SCOPES[m] for m in called)) | {"app_mentions:read"}
+    needed |= {"metadata.message:read"}  # the marks each post carries, read back after a crash
+    assert needed <= scopes, needed - scopes
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     assert {"app_mention", "message.channels", "message.groups", "message.im"} <= events
     assert manifest["settings"]["socket_mode_enabled"] is True
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True  # the case buttons
+    assert manifest["features"]["app_home"]["messages_tab_enabled"] is True  # direct messages
+    assert manifest["features"]["app_home"]["messages_tab_read_only_enabled"] is False
 
 
 async def test_a_mention_with_no_text_gets_a_short_reply(slack: SlackServer, store: Store) -> None:

@@ -38,11 +38,11 @@ async def test_canonical_conversation_through_the_console(tmp_path: Path) -> Non
         "  ↪ Triage handed you to Returns: Return request.",
         "Returns: I can help with that. What is your order number?",
         "Returns: Thanks! Order 42 is eligible; a return label is on its way.",
-        "  ↪ Returns handed you to Fraud: Refund without return.",
+        "  ↪ A specialist will look at this with you.",  # a review agent's reason is not shown
         "Fraud Review: A colleague will review this; please send photos of the parcel.",
         "[moderators] Case #1: Fraud review (open) opened: Refund without return. "
         "(/approve 1, /reject 1, /takeover 1, /close 1)",
-        "Bye. Resume this conversation with: --thread shop",
+        f"Bye. Resume this conversation with: python -m bot console --database {db} --thread shop",
     ]
     assert "Resuming thread shop: Fraud, open." in second
     assert (

@@ -127,7 +127,8 @@ async def test_the_canonical_conversation_on_the_wire(
         "handoff_to_Triage",
         "handoff_to_Fraud",
     ]
-    assert ("handoff_to_Fraud", "Suspected return fraud or abuse.") in tools_offered(bodies[1])
+    assert ("handoff_to_Fraud", SHOP.handoffs("Returns")[2].description) in tools_offered(bodies[1])
+    assert SHOP.handoffs("Returns")[2].description.startswith("Suspected return fraud or abuse:")
     assert "tools" not in bodies[3]  # Fraud is terminal: nothing to call
     assert all(b.get("parallel_tool_calls") is False for b in bodies if "tools" in b)
     assert all(b["model"] == "test-model" for b in bodies)

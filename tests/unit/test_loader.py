@@ -38,8 +38,10 @@ def test_ecommerce_matches_the_declared_topology() -> None:
     }
     assert workflow.is_terminal("Fraud") and workflow.agents["Fraud"].review
     fraud = next(t for t in workflow.handoffs("Returns") if t.target == "Fraud")
-    assert fraud.description == "Suspected return fraud or abuse."
+    assert fraud.description.startswith("Suspected return fraud or abuse: repeated refund claims")
     assert workflow.agents["Fraud"].display.name == "Fraud Review"
+    assert workflow.agents["Fraud"].handoff_notice == "A specialist will look at this with you."
+    assert workflow.agents["Returns"].handoff_notice is None
     assert workflow.agents["Returns"].display.emoji == ":package:"
     assert workflow.warnings == ()
 
@@ -60,6 +62,8 @@ def test_instructions_that_name_tool_identifiers_get_a_warning() -> None:
 def test_helpdesk_and_content() -> None:
     helpdesk = load_workflow(WORKFLOWS / "helpdesk.yaml")
     assert sorted((e.source, e.target) for e in helpdesk.edges) == [
+        ("Billing", "Tech"),
+        ("Tech", "Billing"),
         ("Triage", "Billing"),
         ("Triage", "Tech"),
     ]
@@ -204,3 +208,85 @@ def test_bad_yaml_names_file_field_and_fix(tmp_path: Path, text: str, message: s
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(WorkflowError, match=r"nope\.yaml: file: cannot be read"):
         load_workflow(tmp_path / "nope.yaml")
+
+
+EVERY_MISTAKE = """
+agents:
+  - name: Triage
+    instructions: Route.
+    colour: red
+  - name: Returns
+    instructions: Refund.
+    tools: [nowhere.module.lookup]
+  - name: Returns
+    instructions: Again.
+  - name: Orders
+handoffs:
+  - from: Triage
+    to: [Returns, Refunds, Orders]
+  - from: Ghost
+    to: [Triage]
+max_handoffs_per_turn: lots
+"""
+
+
+def test_every_problem_is_listed_in_one_pass(tmp_path: Path) -> None:
+    """Schema problems (a missing start, an unknown field, a missing field, a bad number) do not
+    hide the tools' and the graph's (a bad tool path, a duplicate name, unknown agents)."""
+    path = tmp_path / "broken.yaml"
+    path.write_text(EVERY_MISTAKE)
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(path)
+    lines = str(caught.value).splitlines()
+    assert [line.split(". Fix: ")[0] for line in lines] == [
+        f"{path}: start: is required",
+        f"{path}: agents[0].colour: is not a known field",
+        f"{path}: agents[1].tools[0]: cannot import 'nowhere.module.lookup' "
+        "(ModuleNotFoundError: No module named 'nowhere')",
+        f"{path}: agents[2].name: duplicate agent name 'Returns'",
+        f"{path}: agents[3].instructions: is required",
+        f"{path}: handoffs[0].to[1]: unknown agent 'Refunds'",
+        f"{path}: handoffs[1].from: unknown agent 'Ghost'",
+        f"{path}: max_handoffs_per_turn: input should be a valid integer, unable to parse "
+        "string as an integer",
+    ]
+
+
+def test_problems_keep_their_place_in_the_file_when_an_entry_is_left_out() -> None:
+    """An agent without a usable name cannot be built; the problems after it still name the
+    entries where the file has them, and a handoff with a bad reason still has its edges checked."""
+    from bot.engine.loader import parse_workflow
+
+    text = """
+start: B
+agents:
+  - {name: "", instructions: x}
+  - {name: B, instructions: y}
+  - {name: B, instructions: z}
+handoffs:
+  - {from: B, to: [Nobody], reason: [not, text]}
+"""
+    with pytest.raises(WorkflowError) as caught:
+        parse_workflow(text)
+    assert [line.split(". Fix: ")[0] for line in str(caught.value).splitlines()] == [
+        "<workflow>: agents[0].name: string should have at least 1 character",
+        "<workflow>: agents[2].name: duplicate agent name 'B'",
+        "<workflow>: handoffs[0].reason: input should be a valid string",
+        "<workflow>: handoffs[0].to[0]: unknown agent 'Nobody'",
+    ]
+
+
+def test_a_tool_module_that_fails_to_load_is_a_problem_of_its_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_tools.py").write_text("raise RuntimeError('no config')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        MINIMAL.replace(
+            "    instructions: Refund.",
+            "    instructions: Refund.\n    tools: [broken_tools.lookup]",
+        )
+    )
+    with pytest.raises(WorkflowError, match=r"agents\[1\]\.tools\[0\]: cannot import "):
+        load_workflow(path)

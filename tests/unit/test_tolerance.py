@@ -200,6 +200,7 @@ ECHOED_NOTE = "Triage handed this conversation to you. Reason: The shoes are too
         ECHOED_ERROR,
         ECHOED_NOTE,
         "To check the shipping status of order 6610, please call the handoff tool.",  # captured
+        'To handle this issue, you can call the `Returns` function with the reason "late".',
     ],
 )
 async def test_the_bots_own_words_repeated_are_asked_again_and_never_shown(text: str) -> None:
@@ -242,3 +243,25 @@ def test_leaks_are_what_eval_counts(text: str, leaked: bool) -> None:
     from bot.engine.tolerance import leaks
 
     assert leaks(text) is leaked
+
+
+async def test_an_answer_wrapped_in_a_made_up_call_is_the_answer() -> None:
+    # Captured: the model wrapped its greeting in a call to a tool nobody offered.
+    text = '{"name": "greeting", "arguments": {"message": "Hello! How can I assist you today?"}}'
+    events, _ = await run_turn(SHOP, ScriptedModel([say(text)]), "hi")
+    assert shown(events) == ["Hello! How can I assist you today?"]
+
+
+async def test_a_made_up_call_with_arguments_is_refused_not_shown() -> None:
+    text = '{"name": "lookup_order", "arguments": {"order": 42, "verbose": true}}'
+    model = ScriptedModel([say(text), say("Which order is it?")])
+    events, _ = await run_turn(SHOP, model, "status of 42")
+    assert shown(events) == ["Which order is it?"]
+    assert "no tool named 'lookup_order'" in (model.requests[1].messages[-1].content or "")
+
+
+def test_a_bare_call_without_arguments_is_still_a_call() -> None:
+    reply = as_tool_calls(
+        ModelReply(text='{"name": "handoff_to_Returns"}'), tool_names(TRIAGE_TOOLS, {})
+    )
+    assert [c.name for c in reply.tool_calls] == ["handoff_to_Returns"]
