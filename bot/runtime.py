@@ -46,6 +46,7 @@ async def open_service(
                 max_message_chars=settings.bot_max_message_chars,
                 retry_delay=settings.bot_outbox_retry_s,
                 settle_s=settings.settle_s(store.shared),
+                start_settle_s=settings.bot_start_settle_ms / 1000,
                 lease_s=settings.bot_lease_s,
                 sweep_s=settings.bot_sweep_s,
                 bounds=Bounds(
@@ -54,6 +55,8 @@ async def open_service(
                     transfer_retries=settings.bot_transfer_retries,
                 ),
                 retention_s=settings.bot_retention_days * 86400,
+                stream=settings.bot_stream,
+                stream_interval=settings.bot_stream_interval_ms / 1000,
             )
     finally:
         await close_model(chosen)

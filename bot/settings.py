@@ -41,9 +41,12 @@ class Settings(BaseModel):
     bot_max_reply_chars: int = Field(default=8000, ge=100, le=100_000)
     bot_max_reason_chars: int = Field(default=300, ge=20, le=2000)
     bot_transfer_retries: int = Field(default=1, ge=0, le=3)
+    bot_stream: bool = True
+    bot_stream_interval_ms: int = Field(default=1000, ge=100, le=60_000)
     bot_retention_days: float = Field(default=7.0, gt=0)
     bot_outbox_retry_s: float = Field(default=1.0, gt=0)
     bot_settle_ms: int | None = Field(default=None, ge=0, le=10_000)
+    bot_start_settle_ms: int = Field(default=2000, ge=0, le=30_000)
     bot_lease_s: float = Field(default=15.0, ge=1, le=300)
     bot_sweep_s: float = Field(default=1.0, gt=0, le=60)
     bot_log_level: str = "WARNING"

@@ -15,7 +15,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-from bot.models.base import ModelError, ModelReply, ModelRequest, ToolCall
+from bot.engine.agents import Persona
+from bot.models.base import Chunk, ModelError, ModelReply, ModelRequest, ToolCall, written
 from bot.service.messages import Post
 from bot.service.moderation import CaseCard
 from bot.service.platform import Click
@@ -60,8 +61,9 @@ class ScriptedModel:
     """A `ChatModel` that answers from a list of replies (or a function) and records requests.
 
     A `ModelError` in the script is raised instead of answered, to test failures.
-    `latency` (seconds) is awaited before each answer, to model a slow provider. Only the last
-    `keep` requests are kept (`calls` counts them all), so long runs do not grow in memory.
+    `latency` (seconds) is awaited before each answer, to model a slow provider; streamed,
+    each word comes `word_delay` seconds after the one before. Only the last `keep` requests are
+    kept (`calls` counts them all), so long runs do not grow in memory.
     """
 
     def __init__(
@@ -71,10 +73,12 @@ class ScriptedModel:
         respond: Responder | None = None,
         latency: float = 0.0,
         keep: int = 100,
+        word_delay: float = 0.0,
     ) -> None:
         self._script = list(script)
         self._respond = respond
         self.latency = latency
+        self.word_delay = word_delay
         self.requests: deque[ModelRequest] = deque(maxlen=keep)
         self.calls = 0
 
@@ -96,6 +100,11 @@ class ScriptedModel:
             f"model call #{self.calls} for {request.agent!r} has no scripted reply"
         )
 
+    async def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        """The next scripted answer, word by word."""
+        async for chunk in written(await self.complete(request), self.word_delay):
+            yield chunk
+
     @property
     def remaining(self) -> int:
         """Scripted steps not yet used."""
@@ -115,6 +124,9 @@ class RecordingPlatform:
     name = "test"
     placeholders = False
     cards_setting: str | None = None
+    stream_rate: float | None = None
+    stream_interval: float | None = None
+    redelivers = False
 
     def __init__(self, *, moderators: Iterable[str] | None = None, refuse: int = 0) -> None:
         self.posts: list[tuple[SessionKey, Post]] = []
@@ -124,6 +136,7 @@ class RecordingPlatform:
         self.told: list[tuple[str, str]] = []
         self.moderators = None if moderators is None else frozenset(moderators)
         self.refuse = refuse
+        self.shown: list[tuple[str | None, str, str]] = []  # replies being written: ref, text, who
         self._refs = itertools.count(1)
 
     def texts(self, kind: str | None = None) -> list[str]:
@@ -143,6 +156,9 @@ class RecordingPlatform:
         self.posts.append((key, post))
         self.tags[tag] = f"ref-{next(self._refs)}"
         return self.tags[tag]
+
+    async def show(self, key: SessionKey, ref: str | None, text: str, persona: Persona) -> None:
+        self.shown.append((ref, text, persona.name))
 
     async def find(
         self, key: SessionKey, post: Post, *, tag: str, after: str | None

@@ -12,8 +12,11 @@ _OURS = ("OPENAI_", "BOT_", "SLACK_", "DISCORD_", "PORT")
 
 
 def clean_env(**settings: str) -> dict[str, str]:
-    """This process's environment without any Switchboard setting, plus `settings`."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(_OURS)} | settings
+    """This process's environment without any Switchboard setting, plus `settings`. A start
+    does not wait for redeliveries (`BOT_START_SETTLE_MS=0`, 2 s otherwise) unless a test says
+    so: the crash soaks, which kill processes, keep the default."""
+    own = {k: v for k, v in os.environ.items() if not k.startswith(_OURS)}
+    return own | {"BOT_START_SETTLE_MS": "0"} | settings
 
 
 async def bot(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from bot.adapters.terminal import PLAIN, Style, Terminal, clean, clean_line
+from bot.engine.agents import Persona
 from bot.engine.transcript import AgentReply, UserTurn
 from bot.service import ACTIONS, CaseCard, Click, ConversationService, IncomingMessage, Post
 from bot.store.values import SessionKey
@@ -63,6 +64,9 @@ class ConsolePlatform:
     name = PLATFORM
     placeholders = False
     cards_setting: str | None = None  # cards are printed
+    stream_rate: float | None = None
+    stream_interval: float | None = 0.05  # a terminal takes every word as it comes
+    redelivers = False
 
     def __init__(
         self,
@@ -79,6 +83,7 @@ class ConsolePlatform:
         self.thinker = ""  # whom the status line names; the console sets it before a turn
         self._shown = 0  # the width of the status line on the screen (0: none)
         self._closed = False
+        self._writing: tuple[Persona, str] | None = None  # a reply printed as it is written
 
     def say(self, line: str) -> None:
         self._erase()
@@ -108,9 +113,33 @@ class ConsolePlatform:
     ) -> str | None:
         if post.kind in ("reply", "handoff"):
             self.thinker = post.persona.name  # who goes on, if the turn does
-        if post.kind != "working":
-            self.say(render(post, self.style))
+        if post.kind == "working":
+            return None
+        line = render(post, self.style)
+        writing, self._writing = self._writing, None
+        if writing is not None:  # the reply was printed as it came: finish its line
+            printed = render(Post("reply", writing[1], writing[0]), self.style)
+            rest = line[len(printed) :] if line.startswith(printed) else "\n" + line
+            self._stdout.write(rest + "\n")
+            self._stdout.flush()
+            return None
+        self.say(line)
         return None
+
+    async def show(self, key: SessionKey, ref: str | None, text: str, persona: Persona) -> None:
+        """On a terminal, a reply is printed as it is written (words are only ever added: what
+        would have to change is left for the whole reply, printed on a line of its own)."""
+        if not self.live or self._closed:
+            return
+        printed = self._writing[1] if self._writing and self._writing[0] == persona else None
+        if printed is None:
+            self._erase()
+            self._stdout.write(render(Post("reply", "", persona), self.style))
+            printed = ""
+        if text.startswith(printed):
+            self._stdout.write(clean(text[len(printed) :]))
+            self._stdout.flush()
+            self._writing = (persona, text)
 
     async def find(
         self, key: SessionKey, post: Post, *, tag: str, after: str | None
@@ -154,6 +183,8 @@ class ConsolePlatform:
         for frame in itertools.cycle(_FRAMES):
             await asyncio.sleep(0.1)  # a quick answer shows no status at all
             seconds = int(time.monotonic() - started)
+            if self._writing is not None:
+                continue  # the reply being written says it all
             who = f"{clean(self.thinker)} is thinking…" if self.thinker else "thinking…"
             self._show(f"{frame} {who}" + (f" {seconds}s" if seconds else ""))
 

@@ -27,6 +27,7 @@ from bot.adapters.text import split_text
 from bot.engine.agents import Persona
 from bot.runtime import serving, stop_signal
 from bot.service import CaseCard, Click, ConversationService, IncomingMessage, Post, Refused
+from bot.service.rules import WORKING_TEXT
 from bot.settings import Settings, SettingsError
 from bot.store.values import SessionKey, StoreError
 
@@ -50,6 +51,7 @@ class DiscordConfig:
     moderator_role: str | None = None
     shard_id: int | None = None
     shard_count: int | None = None
+    stream: bool = False  # replies grow in a placeholder message as they are written
 
     @classmethod
     def from_settings(
@@ -69,6 +71,7 @@ class DiscordConfig:
             settings.discord_moderator_role,
             shard_id,
             shard_count,
+            settings.bot_stream,
         )
 
 
@@ -103,7 +106,9 @@ class SwitchboardClient(discord.Client):
     """discord.py's client as the bot's `Platform`: events to the service, posts to Discord."""
 
     name = PLATFORM
-    placeholders = False
+    stream_rate: float | None = None  # discord.py keeps to each route's limits (its headers)
+    stream_interval: float | None = None
+    redelivers = True  # what a stopped process missed is read back at the start
 
     def __init__(self, config: DiscordConfig, **options: Any) -> None:
         # The bot uses no voice: skip discord.py's warnings about voice libraries.
@@ -119,6 +124,7 @@ class SwitchboardClient(discord.Client):
         )
         self._connection.http = self.http
         self.config = config
+        self.placeholders = config.stream  # a message to write a reply into as it grows
         self.cards_setting = None if config.moderator_channel else "DISCORD_MODERATOR_CHANNEL"
         self.service: ConversationService | None = None
         self._caught_up = False
@@ -194,12 +200,14 @@ class SwitchboardClient(discord.Client):
     ) -> str | None:
         """Post a reply, handoff line or notice into the thread under the post's persona.
         `plain`: one part of plain text, without the handoff or notice formatting."""
-        if post.kind == "working":
-            return None  # "typing" shows that instead
         thread = int(key.thread)
         parent = None if key.channel == "dm" else await self._parent(thread)
         first: str | None = None
         chunks = [post.text[:POST_LIMIT] or "…"] if plain else self._chunks(post, parent)
+        if post.replaces is not None and start == 0:  # the placeholder, in place (persona kept)
+            with contextlib.suppress(discord.NotFound):
+                await self._edit(thread, parent, int(post.replaces), chunks[0])
+                first, start = post.replaces, 1
         for index in range(start, len(chunks)):
             nonce = f"sb{tag}.{index}"[:25]  # a direct message sent twice is kept once
             with _refusals():
@@ -230,16 +238,35 @@ class SwitchboardClient(discord.Client):
 
     def _chunks(self, post: Post, parent: int | None) -> list[str]:
         text = post.text
-        if post.kind == "handoff":
+        if post.kind == "working":
+            text = f"-# {WORKING_TEXT}"
+        elif post.kind == "handoff":
             text = f"-# ↪ {text}"
         elif post.kind == "notice":
             text = f"*{text}*"
-        if parent is None and post.kind != "handoff":
+        if parent is None and post.kind not in ("handoff", "working"):
             text = f"**{display_name(post.persona)}**: {text}"  # a DM has no webhook personas
         return split_text(text, POST_LIMIT)
 
     async def remove(self, key: SessionKey, ref: str) -> None:
-        return None  # Discord shows "typing", never a placeholder message
+        """Delete a placeholder; one already gone is fine."""
+        thread = int(key.thread)
+        parent = None if key.channel == "dm" else await self._parent(thread)
+        with contextlib.suppress(discord.NotFound):
+            if parent is None:
+                await self.get_partial_messageable(thread).get_partial_message(int(ref)).delete()
+            else:
+                hook = await self._webhook(parent)
+                await rest.delete_webhook_message(self.http, hook, thread, int(ref))
+
+    async def show(self, key: SessionKey, ref: str | None, text: str, persona: Persona) -> None:
+        """A reply being written, in its placeholder: its first part, mentions disabled."""
+        if ref is None:
+            return
+        thread = int(key.thread)
+        parent = None if key.channel == "dm" else await self._parent(thread)
+        first = self._chunks(Post("reply", text, persona), parent)[0]
+        await self._edit(thread, parent, int(ref), first)
 
     @contextlib.asynccontextmanager
     async def working(self, key: SessionKey) -> AsyncIterator[None]:
@@ -300,6 +327,16 @@ class SwitchboardClient(discord.Client):
             self.http, await self._webhook(parent), thread, payload
         )
         return str(created["id"])
+
+    async def _edit(self, thread: int, parent: int | None, message: int, text: str) -> None:
+        if parent is None:
+            partial = self.get_partial_messageable(thread).get_partial_message(message)
+            await partial.edit(content=text, allowed_mentions=NO_MENTIONS)
+            return
+        payload = {"content": text, "allowed_mentions": rest.NO_MENTIONS_JSON}
+        await rest.edit_webhook_message(
+            self.http, await self._webhook(parent), thread, message, payload
+        )
 
     async def _messages_after(self, key: SessionKey, stamp: str) -> list[IncomingMessage]:
         """A thread's messages after the one stamped `stamp`, as the gateway would have

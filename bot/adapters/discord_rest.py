@@ -76,6 +76,32 @@ async def execute_webhook(
     return message
 
 
+def _webhook_message(method: str, hook: tuple[int, str], message: int) -> Route:
+    return Route(
+        method,
+        "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}",
+        webhook_id=hook[0],
+        webhook_token=hook[1],
+        message_id=message,
+    )
+
+
+async def edit_webhook_message(
+    http: HTTPClient, hook: tuple[int, str], thread: int, message: int, payload: dict[str, Any]
+) -> None:
+    """Edit a message the webhook posted in a thread (its author, the persona, stays)."""
+    route = _webhook_message("PATCH", hook, message)
+    await http.request(route, json=payload, params={"thread_id": str(thread)})
+
+
+async def delete_webhook_message(
+    http: HTTPClient, hook: tuple[int, str], thread: int, message: int
+) -> None:
+    """Delete a message the webhook posted in a thread."""
+    route = _webhook_message("DELETE", hook, message)
+    await http.request(route, params={"thread_id": str(thread)})
+
+
 async def defer_update(http: HTTPClient, interaction_id: int, token: str) -> None:
     """Acknowledge a button click at once; the card is edited when the action is done."""
     route = Route(

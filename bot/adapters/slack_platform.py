@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -33,7 +32,6 @@ _PASSING = frozenset(
 DM_THREAD = "dm"
 WORKING_TEXT = "_working on it…_"
 MEMBERS_TTL_S = 60.0
-PLACEHOLDERS_KEPT = 10_000  # placeholders whose persona is remembered, to update them in place
 _BUTTONS: dict[str, tuple[str, str | None]] = {
     "approve": ("Approve", "primary"),
     "reject": ("Reject", "danger"),
@@ -104,6 +102,11 @@ class SlackPlatform:
 
     name = PLATFORM
     placeholders = True
+    # Replies being written are shown by `chat.update`, a Tier 3 method (50+ calls a minute for
+    # the workspace): 40 a minute leaves room for the final posts.
+    stream_rate: float | None = 40 / 60
+    stream_interval: float | None = None
+    redelivers = True  # unacknowledged events come again when a process connects
 
     def __init__(
         self,
@@ -117,7 +120,6 @@ class SlackPlatform:
         self.moderator_ids = moderator_ids
         self.cards_setting = None if moderator_channel else "SLACK_MODERATOR_CHANNEL"
         self._members: tuple[float, frozenset[str]] = (0.0, frozenset())
-        self._placeholders: OrderedDict[str, Persona] = OrderedDict()  # ts -> persona shown
 
     async def send(
         self, key: SessionKey, post: Post, *, tag: str, start: int = 0, plain: bool = False
@@ -129,14 +131,9 @@ class SlackPlatform:
         """
         chunks = self._chunks(post, plain)
         first: str | None = None
-        if post.replaces and start == 0:
-            # An update keeps the placeholder's persona: only a reply by that persona fits.
-            shown = self._placeholders.pop(post.replaces, None)
-            same = post.kind == "reply" and shown == post.persona
-            if same and await self._update(key, post.replaces, chunks[0], _tagged(tag, 0)):
-                first, start = post.replaces, 1
-            else:
-                await self.remove(key, post.replaces)
+        replaced = post.replaces is not None and start == 0  # in place: its persona is kept
+        if replaced and await self._update(key, post.replaces or "", chunks[0], _tagged(tag, 0)):
+            first, start = post.replaces, 1
         for index in range(start, len(chunks)):
             extra: dict[str, Any] = {"metadata": _tagged(tag, index)}
             if post.kind == "handoff" and not plain:
@@ -145,10 +142,6 @@ class SlackPlatform:
             with _refusals():
                 response = await self._send(key, chunks[index], post.persona, **extra)
             first = first or str(response["ts"])
-        if post.kind == "working" and first is not None:
-            self._placeholders[first] = post.persona
-            while len(self._placeholders) > PLACEHOLDERS_KEPT:
-                self._placeholders.popitem(last=False)  # its reply comes as a new message
         return first
 
     async def find(
@@ -185,12 +178,18 @@ class SlackPlatform:
     async def remove(self, key: SessionKey, ref: str) -> None:
         """Delete a placeholder. A passing failure is raised, to be tried again; a refusal for
         good (already deleted, not ours to delete) is only logged."""
-        self._placeholders.pop(ref, None)
         try:
             with _refusals():
                 await self.client.chat_delete(channel=key.channel, ts=ref)
         except Refused as exc:
             log.warning("could not remove a placeholder in %s: %s", key.channel, exc)
+
+    async def show(self, key: SessionKey, ref: str | None, text: str, persona: Persona) -> None:
+        """A reply being written, in its placeholder (posted under the same persona, which an
+        update keeps): its first part, escaped like every post."""
+        if ref is not None:
+            first = self._chunks(Post("reply", text, persona), plain=False)[0]
+            await self.client.chat_update(channel=key.channel, ts=ref, text=first)
 
     @contextlib.asynccontextmanager
     async def working(self, key: SessionKey) -> AsyncIterator[None]:

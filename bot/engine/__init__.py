@@ -15,6 +15,7 @@ from bot.engine.events import (
     ModelCalled,
     ToolCalled,
     TurnStopped,
+    Writing,
 )
 from bot.engine.handoffs import Edge, HandoffTool, handoff_tool_name
 from bot.engine.runner import Runner
@@ -60,6 +61,7 @@ __all__ = [
     "UserTurn",
     "Workflow",
     "WorkflowError",
+    "Writing",
     "function_tool",
     "handoff_tool_name",
     "view_for",

@@ -23,6 +23,16 @@ class ModelCalled:
 
 
 @dataclass(frozen=True, slots=True)
+class Writing:
+    """`agent`'s reply as written so far (`text` raw, as the model wrote it; "" when it starts
+    over); shown as it grows, never stored: the whole reply comes with `ModelCalled`."""
+
+    agent: str
+    text: str
+    records: tuple[t.Item, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AgentMessage:
     """Text `agent` says to the user (already recorded by the `ModelCalled` before it)."""
 
@@ -100,7 +110,8 @@ class TurnStopped:
 
 
 Event = (
-    ModelCalled
+    Writing
+    | ModelCalled
     | AgentMessage
     | ToolCalled
     | HandoffSent

@@ -20,10 +20,11 @@ steps leaves a consistent transcript.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from bot.engine import events as ev
@@ -45,12 +46,14 @@ from bot.engine.workflow import Workflow
 from bot.models.base import (
     ChatMessage,
     ChatModel,
+    Chunk,
     ModelError,
     ModelReply,
     ModelRequest,
     ToolCall,
     Usage,
     message_name,
+    streamed,
 )
 
 log = logging.getLogger(__name__)
@@ -92,10 +95,19 @@ Decision = FinalReply | EmptyReply | ToolRound
 class Runner:
     """Runs user turns of one workflow on one injected model."""
 
-    def __init__(self, workflow: Workflow, model: ChatModel, bounds: Bounds | None = None) -> None:
+    def __init__(
+        self,
+        workflow: Workflow,
+        model: ChatModel,
+        bounds: Bounds | None = None,
+        *,
+        stream: bool = True,
+    ) -> None:
         self.workflow = workflow
         self.model = model
         self.bounds = bounds or Bounds()
+        self.stream = stream  # ask for replies as they are written (`Writing` events)
+        self._runaway = 2 * (self.bounds.reply + self.bounds.arguments)
         agents = workflow.agents.values()
         handoffs = [tool for agent in workflow.agents for tool in workflow.handoffs(agent)]
         tools = [tool.name for tool in handoffs]
@@ -135,13 +147,20 @@ class Runner:
                     log.warning("loop guard: %d model calls in one turn, stopping", model_calls)
                     yield ev.TurnStopped(agent, "max_model_calls", Notice(LOOP_GUARD_NOTICE))
                     return
+                asked: _Asked | None = None
                 try:
-                    reply, asked = await self._ask(agent, items)
+                    async for step in self._ask(agent, items):
+                        if isinstance(step, ev.Writing):
+                            yield step
+                        else:
+                            asked = step
                 except ModelError as exc:
                     log.warning("model call for %s failed: %s", agent, exc)
                     yield ev.TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
                     return
-                model_calls += asked
+                assert asked is not None
+                reply = asked.reply
+                model_calls += asked.calls
                 pending, answered = (
                     AgentReply(agent, reply.text or None, reply.tool_calls),
                     frozenset(),
@@ -198,22 +217,49 @@ class Runner:
         messages = view_for(agent, _instructions(self.workflow, agent), items)
         return ModelRequest(agent, messages, tools, self._model_name(agent), spec.description)
 
-    async def _ask(self, agent: str, items: Sequence[Item]) -> tuple[ModelReply, int]:
-        """The agent's next reply, read as meant (see `tolerance`), and how many model calls it
-        took. A slip (a transfer announced without the call, the bot's own notes or tool results
-        repeated) is never shown: the agent is asked again, and if it slips still, an announced
-        transfer it may make is made, and anything else becomes no reply."""
+    async def _ask(self, agent: str, items: Sequence[Item]) -> AsyncIterator[ev.Writing | _Asked]:
+        """The agent's reply as it is written (`Writing`), then the whole of it, read as meant
+        (see `tolerance`), with how many model calls it took (`_Asked`, last). A slip (a
+        transfer announced without the call, the bot's own notes or tool results repeated) is
+        never shown as the reply: the agent is asked again (what was written so far is taken
+        back), and if it slips still, an announced transfer it may make is made, and anything
+        else becomes no reply."""
         request = self._request(agent, items)
-        reply = self._read(await self.model.complete(request), request, items)
-        asked = 1
+        reply: ModelReply | None = None
+        asked = 0
         targets = self.workflow.targets(agent)
-        while (slip := self._slip(agent, reply, request)) is not None:
+        while True:
+            written, raw = "", None
+            async with contextlib.aclosing(self._call(request)) as chunks:
+                async for chunk in chunks:
+                    if isinstance(chunk, ModelReply):
+                        raw = chunk
+                    elif len(written) > self._runaway:  # stop reading: it is cut anyway
+                        raw = ModelReply(text=written, finish_reason="length")
+                        break
+                    elif chunk.text:
+                        written += chunk.text
+                        yield ev.Writing(agent, written)
+            assert raw is not None
+            asked += 1
+            now = self._read(raw, request, items)
+            reply = (
+                now
+                if reply is None
+                else dataclasses.replace(now, usage=_sum(reply.usage, now.usage))
+            )
+            slip = self._slip(agent, reply, request)
+            if slip is None:
+                break
+            if written:
+                yield ev.Writing(agent, "")
             if asked > self.bounds.transfer_retries:
                 log.info("%s slipped again (%s); not shown", agent, slip.kind)
                 tools = {tool.target: tool for tool in self.workflow.handoffs(agent)}
                 meant = tools.get(slip.target or "")
                 calls = (ToolCall(f"call_{len(items)}", meant.name),) if meant else ()
-                return dataclasses.replace(reply, text=None, tool_calls=calls), asked
+                reply = dataclasses.replace(reply, text=None, tool_calls=calls)
+                break
             log.info("%s slipped (%s); asking again", agent, slip.kind)
             request = dataclasses.replace(
                 request,
@@ -223,10 +269,21 @@ class Runner:
                     ChatMessage("system", slip.correction(targets)),
                 ),
             )
-            again = self._read(await self.model.complete(request), request, items)
-            reply = dataclasses.replace(again, usage=_sum(reply.usage, again.usage))
-            asked += 1
-        return reply, asked
+        yield _Asked(reply, asked)
+
+    def _call(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+        """One model call: streamed (text as it comes, then the reply), or the reply at once."""
+        if self.stream:
+            return streamed(self.model, request)
+        return _at_once(self.model, request)
+
+    def showable(self, text: str) -> str:
+        """What may be shown now of a reply being written (`Writing.text`): nothing while it
+        may turn out to be a tool call written as text; else cleaned, cut to the reply's bound,
+        without a speaker's label (the whole reply, when it comes, is read the same way)."""
+        if _may_be_a_call(text):
+            return ""
+        return tolerance.unlabelled(bounded(text, self.bounds.reply), self._speakers).strip()
 
     def _slip(self, agent: str, reply: ModelReply, request: ModelRequest) -> tolerance.Slip | None:
         if reply.tool_calls or not reply.text:
@@ -360,6 +417,30 @@ class Runner:
         if inspect.isawaitable(verdict):
             verdict = await verdict
         return bool(verdict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """The end of `_ask`: the reply, and how many model calls it took."""
+
+    reply: ModelReply
+    calls: int
+
+
+async def _at_once(model: ChatModel, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+    yield await model.complete(request)
+
+
+def _may_be_a_call(text: str) -> bool:
+    """Whether text being written may still turn out to be a tool call written as JSON (or in
+    a fenced block, or in tags): then nothing of it is shown until it is whole."""
+    head = text.lstrip()
+    if not head or head[0] in "{<`":
+        return True
+    if head[0] == "[":  # a list of calls, or a speaker's label ("[Returns] ...")
+        rest = head[1:].lstrip()
+        return not rest or rest[0] in '{"['
+    return False
 
 
 def _sum(first: Usage | None, second: Usage | None) -> Usage | None:

@@ -6,7 +6,10 @@ these types, so the engine runs unchanged on any of them.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -90,9 +93,59 @@ class ModelError(Exception):
     """A model call failed after the client's own retries; the message is safe to log."""
 
 
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of a reply's text, as the model writes it."""
+
+    text: str
+
+
+Chunk = TextDelta | ModelReply  # a stream's items: text as it comes, then the whole reply
+
+
 class ChatModel(Protocol):
     """Anything that turns a `ModelRequest` into a `ModelReply`."""
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         """Run one model call; raise `ModelError` when it cannot be answered."""
         ...
+
+
+class StreamingModel(ChatModel, Protocol):
+    """A model that can also hand over its reply as it writes it."""
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        """The reply as it is written: `TextDelta`s of its text, then the whole `ModelReply`
+        (always last, with the full text, every tool call and the usage). Raise `ModelError`
+        when it cannot be answered, also midway."""
+        ...
+
+
+async def streamed(model: ChatModel, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+    """The model's reply as a stream: its own, or the whole reply at once."""
+    stream = getattr(model, "stream", None)
+    if stream is None:
+        yield await model.complete(request)
+        return
+    async for chunk in stream(request):
+        yield chunk
+
+
+async def written(reply: ModelReply, pause: float = 0.0) -> AsyncIterator[Chunk]:
+    """A whole reply as a stream: its text word by word (`pause` seconds before each), then the
+    reply itself; for models that have the reply at once (the offline demo, tests)."""
+    for word in re.findall(r"\s*\S+|\s+$", reply.text or ""):
+        if pause:
+            await asyncio.sleep(pause)
+        yield TextDelta(word)
+    yield reply
+
+
+async def final(chunks: AsyncIterator[Chunk]) -> ModelReply:
+    """The whole reply at the end of a stream."""
+    last: Chunk | None = None
+    async for last in chunks:  # noqa: B007 -- only the last item is the reply
+        pass
+    if not isinstance(last, ModelReply):
+        raise ModelError("the model's stream ended without a reply")
+    return last

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import AsyncIterator
 
 from bot.models.base import (
     ChatMessage,
+    Chunk,
     ModelReply,
     ModelRequest,
     ToolCall,
     ToolSpec,
+    written,
 )
 
 HINT = (
@@ -127,6 +130,15 @@ class OfflineModel:
         echo = f'You said: "{_shorten(said)}".' if said else "I'm listening."
         first = not any(m.role == "assistant" and m.content for m in messages)
         return ModelReply(text=f"{request.agent} here. {echo}" + (f" {HINT}" if first else ""))
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        """The same answer, word by word."""
+        return _streamed(self, request)
+
+
+async def _streamed(model: OfflineModel, request: ModelRequest) -> AsyncIterator[Chunk]:
+    async for chunk in written(await model.complete(request)):
+        yield chunk
 
 
 def _last_user_message(messages: tuple[ChatMessage, ...]) -> ChatMessage | None:

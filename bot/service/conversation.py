@@ -31,6 +31,7 @@ from bot.service.messages import IncomingMessage, Post, TurnResult
 from bot.service.moderation import ACTIONS, Action, ActionResult, CaseCard, Moderation
 from bot.service.platform import Click, Platform
 from bot.service.rules import Rules
+from bot.service.streaming import Streamer
 from bot.service.threads import Threads
 from bot.service.turn import Turn, Turns
 from bot.service.window import WindowBudget
@@ -71,23 +72,33 @@ class ConversationService:
         max_message_chars: int = 4000,
         retry_delay: float = 1.0,
         settle_s: float = 0.0,
+        start_settle_s: float = 0.0,
         lease_s: float = 15.0,
         sweep_s: float = 1.0,
         bounds: Bounds | None = None,
         retention_s: float = 7 * 86400,
+        stream: bool = True,
+        stream_interval: float = 1.0,
     ) -> None:
         self.workflow = workflow
         self.store = store
         self.platform = platform
         self.max_message_chars = max_message_chars
         self.settle_s = settle_s
+        self.start_settle_s = start_settle_s if platform and platform.redelivers else 0.0
+        self._started = time.time()
         self.sweep_s = sweep_s
         self.retention_s = retention_s
         self._pruned = 0.0
         placeholders = platform is not None and platform.placeholders
         self.rules = Rules(workflow, placeholders, max_message_chars)
-        runner = Runner(workflow, model, bounds or Bounds())
-        self.turns = Turns(runner, store, window or WindowBudget(), show_handoffs, placeholders)
+        runner = Runner(workflow, model, bounds or Bounds(), stream=stream)
+        streams = Streamer(
+            platform, store, runner.showable, interval=stream_interval, enabled=stream
+        )
+        self.turns = Turns(
+            runner, store, window or WindowBudget(), show_handoffs, placeholders, streams
+        )
         apology = Post("notice", UNDELIVERABLE_TEXT, self.rules.persona)
         self.poster = Poster(platform, store, self._card, apology, backoff=retry_delay)
         self.threads = Threads(store, self._work, lease_s=lease_s)
@@ -233,6 +244,9 @@ class ConversationService:
             if row is None:
                 return
             wait = min(row.received_at + self.settle_s - time.time(), self.settle_s)
+            starting = self._started + self.start_settle_s - time.time()
+            if row.received_at < self._started + self.start_settle_s:
+                wait = max(wait, starting)  # just started: the platform delivers missed ones
             if wait > 0:  # an earlier message may still be on its way: wait for it
                 await asyncio.sleep(wait)
                 continue

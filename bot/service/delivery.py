@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.service.messages import Post, post_from_dict, post_to_dict
 from bot.service.moderation import CaseCard
@@ -69,15 +69,17 @@ class Poster:
         """
         sent = 0
         first = True
-        shown: dict[int | None, str | None] = {}  # placeholders this pass posted or replaced
+        # Placeholders this pass posted (their reference and body) or replaced (None).
+        shown: dict[int | None, tuple[str, dict[str, Any]] | None] = {}
         posts = await self.store.pending(key)
         while posts:
             queued = posts.pop(0)
             now = time.time()
             if queued.next_attempt_at > now:
                 break  # backing off: later posts wait behind it
-            placeholder = shown.get(queued.turn, queued.placeholder)
-            post = dataclasses.replace(queued, placeholder=placeholder)
+            live = (queued.placeholder, queued.placeholder_body) if queued.placeholder else None
+            placeholder, body = shown.get(queued.turn, live) or (None, None)
+            post = dataclasses.replace(queued, placeholder=placeholder, placeholder_body=body)
             doubtful = (
                 post.id in self._doubtful
                 or post.attempts > 0
@@ -101,8 +103,10 @@ class Poster:
             await self.store.mark_sent(post, ref, fence)
             self._doubtful.pop(post.id, None)
             sent += 1
-            if post.kind == "working" or post.placeholder is not None:
-                shown[post.turn] = ref if post.kind == "working" else None
+            if post.kind == "working" and ref is not None:
+                shown[post.turn] = (ref, post.body)
+            elif post.placeholder is not None:
+                shown[post.turn] = None
         return sent
 
     def _doubt(self, post_id: int) -> None:
@@ -139,8 +143,10 @@ class Poster:
             if queued.placeholder is not None:
                 await platform.remove(key, queued.placeholder)
             return None
-        if queued.placeholder is not None:
-            post = Post(post.kind, post.text, post.persona, post.agent, queued.placeholder)
+        if queued.placeholder is not None and queued.kind == "working":
+            await platform.remove(key, queued.placeholder)  # one placeholder at a time
+        elif queued.placeholder is not None:
+            post = await self._in_place(platform, key, post, queued)
         tag = str(queued.id)
         start, found = 0, None
         if doubtful:
@@ -150,6 +156,19 @@ class Poster:
                 log.info("thread %s: post %d was already there (%d part(s))", key, queued.id, start)
         ref = await platform.send(key, post, tag=tag, start=start, plain=queued.degraded)
         return found or ref
+
+    async def _in_place(
+        self, platform: Platform, key: SessionKey, post: Post, queued: Outgoing
+    ) -> Post:
+        """The post that supersedes its turn's placeholder: in its place when it is a reply by
+        the placeholder's persona (a platform keeps a message's persona when it is edited),
+        else as a new message, the placeholder removed first."""
+        assert queued.placeholder is not None
+        shown = post_from_dict(queued.placeholder_body) if queued.placeholder_body else None
+        if post.kind == "reply" and shown is not None and shown.persona == post.persona:
+            return dataclasses.replace(post, replaces=queued.placeholder)
+        await platform.remove(key, queued.placeholder)
+        return post
 
     async def _card(
         self, platform: Platform, key: SessionKey, queued: Outgoing, doubtful: bool

@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bot.engine.agents import Persona
 from bot.service.messages import Post
 from bot.service.moderation import CaseCard
 from bot.store.values import SessionKey
@@ -44,6 +45,9 @@ class Platform(Protocol):
     name: str
     placeholders: bool  # shows a "working on it" post that the turn's first post replaces
     cards_setting: str | None  # the setting that names where cards go, when it is not set
+    stream_rate: float | None  # edits a second of replies being written, all messages together
+    stream_interval: float | None  # the platform's own pace of such edits (else the setting's)
+    redelivers: bool  # after a restart it delivers what was missed, perhaps after newer ones
 
     async def send(
         self, key: SessionKey, post: Post, *, tag: str, start: int = 0, plain: bool = False
@@ -51,9 +55,11 @@ class Platform(Protocol):
         """Post into the thread under the post's persona; a reference to the first message.
 
         `tag` identifies the post for `find`. A long post goes out in several parts; those
-        before `start` are already there. A `post.replaces` reference (a placeholder) is updated
-        or removed by this post. `plain`: the platform refused the post before; send it once,
-        as plain text cut to one message. Raise `Refused` when the platform refuses it for good.
+        before `start` are already there. `post.replaces` names a placeholder to update in place
+        with the first part (set only for a reply by the placeholder's persona); when that
+        fails (the placeholder is gone), post anew. `plain`: the platform refused the post
+        before; send it once, as plain text cut to one message. Raise `Refused` when the
+        platform refuses it for good.
         """
         ...
 
@@ -67,6 +73,12 @@ class Platform(Protocol):
 
     async def remove(self, key: SessionKey, ref: str) -> None:
         """Remove a message the bot posted (a placeholder nothing replaced)."""
+        ...
+
+    async def show(self, key: SessionKey, ref: str | None, text: str, persona: Persona) -> None:
+        """Show a reply being written: edit the placeholder `ref` to read `text` (its first
+        part, escaped, mentions disabled), or, on a platform without placeholders, show the
+        text as it grows. `text` is cleaned and bounded already; a failure is only logged."""
         ...
 
     def working(self, key: SessionKey) -> AbstractAsyncContextManager[None]:

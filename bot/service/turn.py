@@ -20,6 +20,8 @@ from bot.engine.transcript import Item, Notice, trim_window
 from bot.engine.workflow import Workflow
 from bot.models.base import Usage
 from bot.service.messages import Post, post_to_dict
+from bot.service.rules import WORKING_TEXT
+from bot.service.streaming import Streamer
 from bot.service.window import WindowBudget, WindowCache
 from bot.store.protocols import Cases, Conversations
 from bot.store.values import (
@@ -75,6 +77,7 @@ class Turns:
     window: WindowBudget
     show_handoffs: bool
     placeholders: bool  # the platform shows a placeholder: the turn's end removes it if unused
+    streams: Streamer
     windows: WindowCache = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +94,10 @@ class Turns:
             history, start = await self._history(turn.session, turn.row.seq)
             agent = turn.session.active_agent
             async for event in self.runner.run(history, agent, start=start):
+                if isinstance(event, ev.Writing):
+                    persona = self.workflow.agent(event.agent).display
+                    self.streams.write(turn.session.key, turn.row.id, persona, event.text)
+                    continue
                 group.append(event)
                 if _held(event):
                     continue
@@ -102,6 +109,7 @@ class Turns:
             raise
         except Exception:
             # Every step already stored is consistent on its own; say so honestly and go on.
+            await self.streams.settle(turn.row.id)
             log.exception("session %s: turn failed", turn.session.key)
             session = turn.session
             persona = self.workflow.agent(self.workflow.entry_agent(session.active_agent)).display
@@ -139,8 +147,10 @@ class Turns:
             self.windows.extend(session.id, session.item_count, [user])
 
     async def _store(self, turn: Turn, events: list[ev.Event], *, done: bool) -> None:
-        """Store the steps' records with the posts they owe, in one transaction, then post."""
-        posts = [post for event in events if (post := self._post(turn.session, event))]
+        """Store the steps' records with the posts they owe, in one transaction, then post
+        (the reply being shown as it is written stops first: the post takes its place)."""
+        await self.streams.settle(turn.row.id)
+        posts = [post for event in events for post in self._posts(turn.session, event)]
         records = tuple(record for event in events for record in event.records)
         await self._commit(turn, records, posts, done=done, events=events)
 
@@ -189,25 +199,31 @@ class Turns:
         if queued:
             await turn.deliver()
 
-    def _post(self, session: Session, event: ev.Event) -> Post | None:
-        """The post a step owes the thread; a reply is queued with the model call that wrote it."""
+    def _posts(self, session: Session, event: ev.Event) -> list[Post]:
+        """The posts a step owes the thread; a reply is queued with the model call that wrote
+        it. A handoff's target gets a placeholder of its own (its persona) while it thinks."""
         match event:
             case ev.ModelCalled(agent=agent, reply=reply) if reply.text and reply.text.strip():
-                return Post("reply", reply.text, self.workflow.agent(agent).display, agent)
+                return [Post("reply", reply.text, self.workflow.agent(agent).display, agent)]
             case ev.HandoffSent(source=source, target=target, reason=reason):
                 log.info("session %s: %s handed off to %s", session.key, source, target)
+                persona = self.workflow.agent(target).display
                 text = self._handoff_line(source, target, reason)
-                if not self.show_handoffs or not text:
-                    return None
-                return Post("handoff", text, self.workflow.agent(target).display, target)
+                line = (
+                    [Post("handoff", text, persona, target)] if self.show_handoffs and text else []
+                )
+                waiting = (
+                    [Post("working", WORKING_TEXT, persona, target)] if self.placeholders else []
+                )
+                return line + waiting
             case ev.TurnStopped(agent=agent, cause=cause, notice=notice):
                 log.warning("session %s: turn stopped (%s) at %s", session.key, cause, agent)
-                return Post("notice", notice.text, self.workflow.agent(agent).display, agent)
+                return [Post("notice", notice.text, self.workflow.agent(agent).display, agent)]
             case ev.Closed(agent=agent):
                 log.info("session %s closed by the termination condition", session.key)
-                return Post("notice", CLOSED_TEXT, self.workflow.agent(agent).display, agent)
+                return [Post("notice", CLOSED_TEXT, self.workflow.agent(agent).display, agent)]
             case _:
-                return None
+                return []
 
     def _handoff_line(self, source: str, target: str, reason: str | None) -> str:
         """What the customer sees of a handoff (see `Agent.handoff_notice`): persona names, and

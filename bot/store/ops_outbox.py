@@ -16,11 +16,13 @@ from bot.store.sql import Many, Op, count, row, rows, to_json
 from bot.store.values import DeadLetter, Fence, Outgoing, SessionKey
 
 _LIVE = "o.sent_at IS NULL AND o.dead_at IS NULL"
+# Each post with its turn's live placeholder: the newest "working" post shown and not replaced.
 _SELECT = (
     "SELECT o.id, o.platform, o.channel, o.thread, o.body, o.session_id, o.turn, o.kind, "
-    "o.origin, o.attempts, o.next_attempt_at, (SELECT w.ref FROM outbox w WHERE w.turn = o.turn "
-    "AND w.kind = 'working' AND w.sent_at IS NOT NULL AND o.kind <> 'working'), o.degraded "
-    f"FROM outbox o WHERE {_LIVE}"
+    "o.origin, o.attempts, o.next_attempt_at, w.ref, o.degraded, w.body FROM outbox o "
+    "LEFT JOIN outbox w ON w.id = (SELECT max(x.id) FROM outbox x "
+    "WHERE x.turn = o.turn AND x.kind = 'working' AND x.sent_at IS NOT NULL "
+    f"AND x.ref IS NOT NULL) WHERE {_LIVE}"
 )
 _THREAD = "o.platform = ? AND o.channel = ? AND o.thread = ?"
 
@@ -51,6 +53,16 @@ def pending(key: SessionKey, limit: int = 50) -> Op[list[Outgoing]]:
     return [_outgoing(each) for each in found]
 
 
+def placeholder(turn: int) -> Op[tuple[str, dict[str, Any]] | None]:
+    """The turn's live placeholder (shown, not replaced yet): its reference and its post."""
+    found = yield row(
+        "SELECT ref, body FROM outbox WHERE turn = ? AND kind = 'working' AND sent_at IS NOT NULL "
+        "AND ref IS NOT NULL ORDER BY id DESC LIMIT 1",
+        turn,
+    )
+    return None if found is None else (str(found[0]), json.loads(found[1]))
+
+
 def mark_sent(post: Outgoing, ref: str | None, fence: Fence | None) -> Op[None]:
     """The platform accepted the post (`ref` names what it created)."""
     yield from ops_leases.check(fence)
@@ -61,7 +73,11 @@ def mark_sent(post: Outgoing, ref: str | None, fence: Fence | None) -> Op[None]:
         post.id,
     )
     if post.placeholder is not None:
-        yield count("UPDATE outbox SET ref = NULL WHERE turn = ? AND kind = 'working'", post.turn)
+        yield count(
+            "UPDATE outbox SET ref = NULL WHERE turn = ? AND kind = 'working' AND ref = ?",
+            post.turn,
+            post.placeholder,
+        )
 
 
 def mark_failed(post: Outgoing, error: str, retry_at: float, fence: Fence | None) -> Op[None]:
@@ -183,4 +199,5 @@ def _outgoing(found: Any) -> Outgoing:
         next_attempt_at=found[10],
         placeholder=found[11],
         degraded=bool(found[12]),
+        placeholder_body=json.loads(found[13]) if found[13] else None,
     )

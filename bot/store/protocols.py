@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.store.values import (
     Admitted,
@@ -133,6 +133,10 @@ class Outbox(Protocol):
 
     async def due_threads(self, platform: str, now: float, limit: int = 500) -> list[SessionKey]:
         """Threads of a platform with a post whose next attempt is due."""
+        ...
+
+    async def placeholder(self, turn: int) -> tuple[str, dict[str, Any]] | None:
+        """The turn's live placeholder (shown, not replaced yet): its reference and its post."""
         ...
 
     async def mark_sent(self, post: Outgoing, ref: str | None, fence: Fence | None) -> None:

@@ -161,6 +161,9 @@ class Store:
     async def due_threads(self, platform: str, now: float, limit: int = 500) -> list[v.SessionKey]:
         return await self._read(ops_outbox.due_threads(platform, now, limit))
 
+    async def placeholder(self, turn: int) -> tuple[str, dict[str, Any]] | None:
+        return await self._read(ops_outbox.placeholder(turn))
+
     async def mark_sent(self, post: v.Outgoing, ref: str | None, fence: v.Fence | None) -> None:
         await self._write(ops_outbox.mark_sent(post, ref, fence))
 

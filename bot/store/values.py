@@ -117,7 +117,8 @@ class Outgoing:
     """A post the bot owes a thread, as stored in the outbox (`body` is the post as a dict).
 
     `turn` is the inbox row whose turn queued it; `origin` the process (or lease) that queued it;
-    `placeholder` the platform reference of its turn's "working on it" post, while unreplaced.
+    `placeholder` the platform reference of its turn's "working on it" post, while unreplaced,
+    and `placeholder_body` that post as queued (its persona says whose it is).
     """
 
     id: int
@@ -131,6 +132,7 @@ class Outgoing:
     next_attempt_at: float = 0.0
     placeholder: str | None = None
     degraded: bool = False  # refused once for good: the next try is plain text
+    placeholder_body: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

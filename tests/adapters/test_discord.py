@@ -25,8 +25,8 @@ async def discord_server() -> AsyncIterator[DiscordServer]:
 
 
 def posts(server: DiscordServer) -> list[tuple[str, str, str]]:
-    """(username, content, thread id) of every webhook post."""
-    return [(e["username"], e["content"], e["thread_id"]) for e in server.executions]
+    """(persona, content, thread id) of every webhook post as it reads now."""
+    return server.posted()
 
 
 MENTION = f"<@{BOT}> I want to return my order"
@@ -60,7 +60,8 @@ async def test_the_canonical_conversation(discord_server: DiscordServer, store: 
         "Order 42 is eligible; a label is on its way.",
         thread,
     )
-    assert all(e["allowed_mentions"] == {"parse": []} for e in discord_server.executions)
+    sent = [*discord_server.executions, *discord_server.edits]
+    assert all(e["allowed_mentions"] == {"parse": []} for e in sent)
     assert all(e["wait"] == "1" for e in discord_server.executions)
     assert len(discord_server.webhooks) == 1  # one webhook for the channel, reused
     typing = [r for r in discord_server.requests if r.path.endswith("/typing")]
@@ -93,9 +94,9 @@ async def test_model_text_cannot_ping(discord_server: DiscordServer, store: Stor
     async with DiscordBot(discord_server, store, ScriptedModel([say(hostile)])):
         await discord_server.say(MENTION, mentions=[BOT_USER])
         await discord_server.wait_for(lambda: len(posts(discord_server)) == 1)
-    execution = discord_server.executions[0]
-    assert execution["content"] == hostile
-    assert execution["allowed_mentions"] == {"parse": []}
+    assert posts(discord_server)[0][1] == hostile
+    sent = [*discord_server.executions, *discord_server.edits]
+    assert sent and all(e["allowed_mentions"] == {"parse": []} for e in sent)
 
 
 async def test_a_5000_character_reply_is_split_in_order(

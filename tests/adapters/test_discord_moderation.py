@@ -67,7 +67,7 @@ async def stored(store: Store, kind: str, text: str) -> None:
 
 
 def thread_posts(server: DiscordServer) -> list[tuple[str, str]]:
-    return [(e["username"], e["content"]) for e in server.executions]
+    return [(persona, content) for persona, content, _ in server.posted()]
 
 
 async def escalate(server: DiscordServer) -> str:

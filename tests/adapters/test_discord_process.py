@@ -54,15 +54,15 @@ async def test_a_restarted_process_continues_the_thread(
         mention = await discord_server.say(
             f"<@{BOT}> I want to return my order", mentions=[BOT_USER]
         )
-        await discord_server.wait_for(lambda: len(discord_server.executions) == 2, within=20)
+        await discord_server.wait_for(lambda: len(discord_server.posted()) == 2, within=20)
         await stopped(first)
 
         second = await started(env)
         await discord_server.say("Order 42", channel=int(mention["id"]))
-        await discord_server.wait_for(lambda: len(discord_server.executions) == 3, within=20)
+        await discord_server.wait_for(lambda: len(discord_server.posted()) == 3, within=20)
         await stopped(second)
-    last = discord_server.executions[-1]
-    assert (last["username"], last["content"], last["thread_id"]) == (
+    last = discord_server.posted()[-1]
+    assert last == (
         "Returns",
         "Thanks! Order 42 is eligible; a return label is on its way.",
         mention["id"],
@@ -147,8 +147,11 @@ async def test_a_lost_gateway_is_retried_with_one_line_per_attempt(
     )
     process = await started(env)
     await discord_server.stop()  # Discord goes away: the gateway and REST both
-    await asyncio.sleep(2.5)  # discord.py's first retries come within about 2 s
-    err = await stop(process)
+    assert process.stderr is not None
+    seen = b""
+    while b"Attempting a reconnect" not in seen:  # discord.py's backoff is random: wait for one
+        seen += await asyncio.wait_for(process.stderr.readline(), timeout=20)
+    err = seen.decode() + await stop(process)
     assert process.returncode == 0, err
     assert "Traceback" not in err, err
     retries = [line for line in err.splitlines() if "Attempting a reconnect" in line]
@@ -203,7 +206,7 @@ async def test_messages_during_shutdown_and_while_away_are_answered_at_the_next_
         return Delay(1.0, Reply(f"echo {said}"))
 
     def replies() -> list[str]:
-        return [e["content"] for e in discord_server.executions]
+        return [content for _, content, _ in discord_server.posted()]
 
     async with ChatCompletionsServer(respond=slow_echo) as chat:
         env = environment(

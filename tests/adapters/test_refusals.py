@@ -274,7 +274,7 @@ async def test_a_click_during_a_long_turn_is_acknowledged_at_once(
         try:
             mention = await discord_server.say(f"<@{BOT}> return it", mentions=[BOT_USER])
             thread = int(mention["id"])
-            await discord_server.wait_for(lambda: len(discord_server.executions) == 2, within=20)
+            await discord_server.wait_for(lambda: len(discord_server.posted()) == 2, within=20)
             await discord_server.say("it never arrived", channel=thread)
             await discord_server.wait_for(
                 lambda: any(
@@ -327,7 +327,7 @@ async def test_concurrent_threads_in_a_channel_share_one_webhook(
                     for n in range(8)
                 )
             )
-            await discord_server.wait_for(lambda: len(discord_server.executions) == 16, within=30)
+            await discord_server.wait_for(lambda: len(discord_server.posted()) == 16, within=30)
         finally:
             await stop(process)
     assert len(discord_server.webhooks) == 1  # eight turns at once, one webhook made

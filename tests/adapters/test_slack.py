@@ -177,8 +177,19 @@ async def test_a_handoff_replaces_the_placeholder_with_the_new_persona(
     async with SlackBot(slack, store, canonical()):
         await slack.push(user_message(MENTION, kind="app_mention"))
         await slack.wait_for(lambda: len(replies(slack)) == 2)
-    methods = [c.method for c in slack.calls if c.method.startswith("chat.")]
-    assert methods == ["chat.postMessage", "chat.delete", "chat.postMessage", "chat.postMessage"]
+    chat = [c for c in slack.calls if c.method.startswith("chat.")]
+    assert [c.method for c in chat] == [
+        "chat.postMessage",  # Triage is working on it
+        "chat.delete",  # Triage hands over: its placeholder goes
+        "chat.postMessage",  # the handoff notice, as Returns
+        "chat.postMessage",  # Returns is working on it
+        "chat.update",  # ... and its reply replaces that placeholder, in place
+    ]
+    assert [c.args.get("username") for c in chat if c.method == "chat.postMessage"] == [
+        "Triage",
+        "Returns",
+        "Returns",
+    ]
 
 
 async def test_end_closes_and_a_new_mention_starts_afresh(slack: SlackServer, store: Store) -> None:

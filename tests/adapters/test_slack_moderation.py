@@ -92,8 +92,10 @@ async def test_a_moderator_approves_once_and_a_second_click_is_refused(
         await escalate(slack)
         await slack.click(card(slack), "case_approve", user="UMOD1")
         await slack.wait_for(
-            lambda: ("Moderator", "_A moderator approved this request._") in thread_texts(slack)
-            and "approved" in card(slack).args["blocks"][0]["text"]["text"]
+            lambda: (
+                ("Moderator", "_A moderator approved this request._") in thread_texts(slack)
+                and "approved" in card(slack).args["blocks"][0]["text"]["text"]
+            )
         )
         assert buttons(card(slack)) == ["case_takeover", "case_close"]
         stale = {
@@ -176,8 +178,10 @@ async def test_a_case_survives_a_restart_between_escalation_and_click(
     ):
         await slack.click(card(slack), "case_close", user="UMOD2")
         await slack.wait_for(
-            lambda: ("Moderator", "_A moderator closed this conversation._") in thread_texts(slack)
-            and buttons(card(slack)) == []  # the card is updated in a lane of its own
+            lambda: (
+                ("Moderator", "_A moderator closed this conversation._") in thread_texts(slack)
+                and buttons(card(slack)) == []
+            )  # the card is updated in a lane of its own
         )
         case = (await store.cases())[0]
         assert case.status == "closed"

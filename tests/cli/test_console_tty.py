@@ -5,6 +5,7 @@ chat. A slow model is a small Chat Completions server that waits before it answe
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.chat_completions import Reply, completion
+from tests.fakes.chat_completions import ChatCompletionsServer, Reply, completion
 from tests.processes import ROOT, clean_env
 
 UP, CTRL_C, CTRL_D = b"\x1b[A", b"\x03", b"\x04"
@@ -259,3 +260,20 @@ def test_no_log_line_in_the_chat_they_go_to_a_file(open_tty: type[Tty], tmp_path
     log = (tmp_path / "console.log").read_text()
     assert "case #1 opened for Fraud" in log
     assert "case #1: approve by console-moderator" in log
+
+
+async def test_words_print_as_the_model_writes_them(open_tty: type[Tty]) -> None:
+    words = " ".join(f"word{i}" for i in range(20))
+    async with ChatCompletionsServer(respond=lambda body: Reply(words), token_delay=0.1) as chat:
+        tty = open_tty("--thread", "stream", OPENAI_BASE_URL=chat.base_url, OPENAI_MODEL="m")
+        await asyncio.to_thread(tty.expect, "you> ")
+        tty.type(b"tell me everything\r")
+        await asyncio.to_thread(tty.expect, "word3")
+        first_seen = time.monotonic()
+        await asyncio.to_thread(tty.expect, "word19")
+        await asyncio.to_thread(tty.expect, "you> ")
+        tty.type(CTRL_D)
+        assert await asyncio.to_thread(tty.exit_code) == 0
+    assert first_seen < chat.token_times[-1]  # on screen while the model still wrote
+    plain = COLOUR.sub(b"", tty.output).decode()
+    assert plain.count("word19") == 1  # printed once: the final reply adds nothing

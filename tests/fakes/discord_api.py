@@ -198,6 +198,11 @@ class DiscordServer:
     clicked: dict[str, str] = field(default_factory=dict)
     clicked_at: dict[str, float] = field(default_factory=dict)
     close_with: int | None = None
+    edits: list[dict[str, Any]] = field(default_factory=list)  # webhook message edits, timed
+    deleted: list[str] = field(default_factory=list)
+    edit_limit: int = 5  # webhook message edits a second before a 429
+    limited: int = 0  # 429s given to edits
+    _edits_in: dict[int, int] = field(default_factory=dict)
     webhook_delay: float = 0.0  # seconds creating a webhook takes, as on a busy Discord
     port: int = 0
     _socket: web.WebSocketResponse | None = None
@@ -262,6 +267,8 @@ class DiscordServer:
             ("GET", "/channels/#/webhooks"): self._list_webhooks,
             ("POST", "/channels/#/webhooks"): self._create_webhook,
             ("POST", "/webhooks/#/*"): self._execute_webhook,
+            ("PATCH", "/webhooks/#/*/messages/#"): self._edit_webhook_message,
+            ("DELETE", "/webhooks/#/*/messages/#"): self._delete_webhook_message,
             ("POST", "/channels/#/typing"): self._typing,
             ("POST", "/channels/#/messages"): self._create_message,
             ("PATCH", "/channels/#/messages/#"): self._edit_message,
@@ -357,6 +364,68 @@ class DiscordServer:
         }
         self.history.setdefault(thread_id, []).append(message)
         return _json(message)
+
+    def _hooked(self, path: str, query: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The thread's history and the webhook message a `/webhooks/.../messages/ID` names."""
+        webhook = self.webhooks[int(path.split("/")[2])]
+        assert path.split("/")[3] == webhook["token"]
+        history = self.history.get(query.get("thread_id", webhook["channel_id"]), [])
+        message = next(m for m in history if m["id"] == path.split("/")[5])
+        return history, message
+
+    async def _edit_webhook_message(self, path: str, query: Any, body: Any) -> web.Response:
+        """An edit of a webhook's message; a webhook allows `edit_limit` edits each second
+        (Discord's buckets), said in the rate-limit headers, and a 429 past them."""
+        window = int(time.monotonic())
+        used = self._edits_in.get(window, 0)
+        headers = {
+            "X-RateLimit-Limit": str(self.edit_limit),
+            "X-RateLimit-Remaining": str(max(self.edit_limit - used - 1, 0)),
+            "X-RateLimit-Reset-After": f"{window + 1 - time.monotonic():.3f}",
+            "X-RateLimit-Bucket": "webhook-edits",
+        }
+        if used >= self.edit_limit:
+            self.limited += 1
+            retry = {"message": "You are being rate limited.", "retry_after": 0.5, "global": False}
+            return web.Response(
+                body=json.dumps(retry).encode(),
+                status=429,
+                content_type="application/json",
+                headers=headers,
+            )
+        self._edits_in = {window: used + 1}
+        try:
+            _, message = self._hooked(path, query)
+        except StopIteration:
+            return _json({"message": "Unknown Message", "code": 10008}, 404)
+        message["content"] = body.get("content", message["content"])
+        message["edited_timestamp"] = now()
+        self.edits.append({**body, "id": message["id"], "at": time.monotonic()})
+        return web.Response(
+            body=json.dumps(message).encode(), content_type="application/json", headers=headers
+        )
+
+    async def _delete_webhook_message(self, path: str, query: Any, body: Any) -> web.Response:
+        try:
+            history, message = self._hooked(path, query)
+        except StopIteration:
+            return _json({"message": "Unknown Message", "code": 10008}, 404)
+        history.remove(message)
+        self.deleted.append(message["id"])
+        return web.Response(status=204)
+
+    def posted(self) -> list[tuple[str, str, str]]:
+        """(persona, content, thread id) of the webhooks' messages as people see them now, in
+        order: edits and deletions applied, placeholders left out."""
+        ours = {str(hook) for hook in self.webhooks}
+        found = [
+            m for messages in self.history.values() for m in messages if m.get("webhook_id") in ours
+        ]
+        return [
+            (m["author"]["username"], m["content"], m["channel_id"])
+            for m in sorted(found, key=lambda m: int(m["id"]))
+            if not m["content"].startswith(PLACEHOLDER)
+        ]
 
     async def _create_message(self, path: str, query: Any, body: Any) -> web.Response:
         channel = path.split("/")[2]
@@ -559,10 +628,13 @@ class DiscordServer:
             await asyncio.sleep(0.01)
 
 
+PLACEHOLDER = "-# working on it"
+
+
 def _shape(path: str) -> str:
     parts = path.strip("/").split("/")
     shaped = ["#" if part.isdigit() else part for part in parts]
-    if shaped[:1] == ["webhooks"] and len(shaped) == 3:
+    if shaped[:1] == ["webhooks"] and len(shaped) in (3, 5):
         shaped[2] = "*"
     if shaped[:1] == ["interactions"] and len(shaped) == 4:
         shaped[2] = "*"

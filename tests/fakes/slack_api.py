@@ -3,6 +3,9 @@
 The real slack-bolt and slack-sdk talk to it: `apps.connections.open` hands out this server's
 WebSocket URL, events are pushed as Socket Mode envelopes and must be acked, and every Web API
 call is recorded. `rate_limit(n)` makes the next n `chat.postMessage` calls answer 429.
+`answer_delay(method, args)` holds the answer to a post for that many seconds after the message
+is shown (`held` lists, per token, the posts shown whose answer has not gone out yet): a process
+killed meanwhile never hears that its post was accepted.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class Call:
     args: dict[str, Any]
     token: str
     ts: str | None = None
+    refused: bool = False  # answered with an error: nothing changed
+    at: float = field(default_factory=time.monotonic)  # when it came in
 
 
 @dataclass
@@ -68,6 +73,9 @@ class SlackServer:
     redeliver: bool = False  # resend unacknowledged events, as Slack does (up to 3 retries)
     ack_timeout: float = 3.0
     unacked: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
+    # Seconds to hold the answer to a chat.postMessage/chat.update after showing the message.
+    answer_delay: Callable[[str, dict[str, Any]], float] | None = None
+    held: dict[str, list[Call]] = field(default_factory=dict)  # token -> shown, not answered yet
 
     @property
     def api_url(self) -> str:
@@ -87,6 +95,7 @@ class SlackServer:
         return self
 
     async def stop(self) -> None:
+        self.release.set()  # let held answers go, so that the server stops at once
         for socket in list(self._sockets):
             await socket.close()
         if self._runner is not None:
@@ -116,7 +125,7 @@ class SlackServer:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         posted = method in ("chat.postMessage", "chat.update")
         if posted and self.refuse_text and self.refuse_text in str(args.get("text", "")):
-            self.calls.append(Call(method, args, token))
+            self.calls.append(Call(method, args, token, refused=True))
             return web.json_response({"ok": False, "error": "msg_too_long"})
         if posted and self.fail_channel.get(str(args.get("channel")), 0) > 0:
             self.fail_channel[str(args.get("channel"))] -= 1
@@ -133,7 +142,7 @@ class SlackServer:
         if posting and self.accept_then_hang and self.accept_then_hang in str(args.get("text")):
             self.accept_then_hang = None
             self.calls[-1].ts = self._chat_postMessage(args)["ts"]
-            await asyncio.Event().wait()  # posted; the caller never hears so
+            await self.release.wait()  # posted; the caller never hears so (until the server stops)
         if method == "chat.postMessage" and self._limited > 0:
             self._limited -= 1
             return web.json_response(
@@ -143,7 +152,18 @@ class SlackServer:
             self, "_" + method.replace(".", "_"), lambda args: {}
         )
         answer = handler(args)
-        self.calls[-1].ts = answer.get("ts")
+        call = self.calls[-1]
+        call.ts = answer.get("ts")
+        hold = self.answer_delay(method, args) if posting and self.answer_delay else 0.0
+        if hold > 0:  # shown already; the caller hears so only later, if it is still there
+            held = self.held.setdefault(token, [])
+            held.append(call)
+            try:
+                await asyncio.sleep(hold)
+            finally:
+                held.remove(call)
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the caller is gone: it never hears
         return web.json_response({"ok": True, **answer})
 
     def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -326,6 +346,8 @@ class SlackServer:
                     args,
                     _metadata(args),
                 )
+            elif call.refused:
+                continue
             elif call.method == "chat.update" and call.args["ts"] in shown:
                 shown[call.args["ts"]].text = call.args["text"]
                 shown[call.args["ts"]].metadata = (
