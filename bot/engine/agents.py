@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bot.engine.tools import FunctionTool, ToolFunction, as_tool
+from bot.engine.tools import Tool, ToolFunction, as_tool
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,10 +17,28 @@ class Persona:
 
 
 @dataclass(frozen=True, slots=True)
+class McpServer:
+    """An MCP server an agent takes tools from: a `command` run over stdio (with `args` and
+    `env` added to the bot's environment), or a streamable HTTP `url`."""
+
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    url: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How logs, `check` and `doctor` name it (never its environment: it may hold secrets)."""
+        return self.url or " ".join((self.command or "", *self.args))
+
+
+@dataclass(frozen=True, slots=True)
 class Agent:
     """One participant of a workflow. Holds no model client: the model is injected at run time.
 
-    `tools` accepts `FunctionTool`s or plain functions; they are wrapped on construction.
+    `tools` accepts tools (`FunctionTool`s) or plain functions; they are wrapped on
+    construction. `mcp`: servers whose tools the agent gets too, once they are connected
+    (`bot.engine.mcp`).
     `handoff_notice` is what the customer sees when the conversation is handed to this agent:
     None for the usual line ("Triage handed you to Returns: <reason>"; for a review agent, a
     neutral line without the reason), "" for nothing, or a line of its own.
@@ -30,17 +48,18 @@ class Agent:
     instructions: str = ""
     description: str = ""
     persona: Persona | None = None
-    tools: tuple[FunctionTool | ToolFunction, ...] = ()
+    tools: tuple[Tool | ToolFunction, ...] = ()
     model: str | None = None
     review: bool = False
     handoff_notice: str | None = None
+    mcp: tuple[McpServer, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tools", tuple(as_tool(tool) for tool in self.tools))
 
     @property
-    def function_tools(self) -> tuple[FunctionTool, ...]:
-        """The agent's tools, each wrapped as a `FunctionTool`."""
+    def function_tools(self) -> tuple[Tool, ...]:
+        """The agent's tools (handoffs aside)."""
         return tuple(as_tool(tool) for tool in self.tools)
 
     @property

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bot.engine.agents import Agent, Persona
+from bot.engine.agents import Agent, McpServer, Persona
 from bot.engine.errors import FileError, Problem, WorkflowError
-from bot.engine.tools import FunctionTool, function_tool
+from bot.engine.tools import DEFAULT_TIMEOUT_S, FunctionTool, function_tool
 from bot.engine.workflow import HandoffBuilder, Workflow
 
 
@@ -35,6 +35,33 @@ class PersonaSpec(Strict):
     avatar_url: str | None = Field(default=None, pattern=r"^https?://")
 
 
+class ToolSpecEntry(Strict):
+    """One entry of an agent's `tools:` written as a mapping: the function, and whether its
+    calls need a moderator's approval (always, or `when` a function of the arguments says so)."""
+
+    function: str
+    approval: Literal["moderators"] | None = None
+    when: str | None = None
+    timeout: float | None = Field(default=None, gt=0, le=3600)
+
+
+class McpSpec(Strict):
+    """One entry of an agent's `mcp:`: a server run over stdio, or one at a URL."""
+
+    command: str | None = Field(default=None, min_length=1)
+    args: list[str] = []
+    env: dict[str, str] = {}
+    url: str | None = Field(default=None, pattern=r"^https?://")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> McpSpec:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give either `command` (stdio) or `url` (streamable HTTP)")
+        if self.url is not None and (self.args or self.env):
+            raise ValueError("`args` and `env` are for a `command`, not a `url`")
+        return self
+
+
 class AgentSpec(Strict):
     """One entry of `agents:`."""
 
@@ -42,7 +69,8 @@ class AgentSpec(Strict):
     description: str = ""
     instructions: str = Field(min_length=1)
     persona: PersonaSpec | None = None
-    tools: list[str] = []
+    tools: list[str | ToolSpecEntry] = []
+    mcp: list[McpSpec] = []
     model: str | None = None
     review: Literal["moderators"] | None = None
     handoff_notice: str | None = Field(default=None, max_length=300)
@@ -94,6 +122,9 @@ _FIXES = {
     "literal_error": "use one of the listed values",
     "model_type": "write a mapping of fields",
     "dict_type": "write a mapping",
+    "value_error": "see the README",
+    "greater_than": "write a larger number",
+    "less_than_equal": "write a smaller number",
 }
 
 
@@ -288,6 +319,8 @@ def _problem(error: Any) -> Problem:
     message = "is required" if kind == "missing" else error["msg"][0].lower() + error["msg"][1:]
     if kind == "extra_forbidden":
         message = "is not a known field"
+    if kind == "value_error":
+        message = str(error["msg"]).removeprefix("Value error, ")
     return Problem(path or "file", message, _FIXES.get(kind, "see the README"))
 
 
@@ -323,16 +356,11 @@ def _build(
 
 def _agent(index: int, spec: AgentSpec, problems: list[Problem]) -> Agent:
     tools: list[FunctionTool] = []
-    for position, dotted in enumerate(spec.tools):
+    for position, entry in enumerate(spec.tools):
         where = f"agents[{index}].tools[{position}]"
-        function = _import(dotted, where, problems)
-        if function is None:
-            continue
-        try:
-            tools.append(function_tool(function))
-        except TypeError as exc:
-            message, _, fix = str(exc).partition("; ")
-            problems.append(Problem(where, message, fix or "see the README's tool rules"))
+        tool = _tool(entry, where, problems)
+        if tool is not None:
+            tools.append(tool)
     persona = None
     if spec.persona is not None:
         persona = Persona(
@@ -347,7 +375,33 @@ def _agent(index: int, spec: AgentSpec, problems: list[Problem]) -> Agent:
         model=spec.model,
         review=spec.review == "moderators",
         handoff_notice=spec.handoff_notice,
+        mcp=tuple(
+            McpServer(server.command, tuple(server.args), dict(server.env), server.url)
+            for server in spec.mcp
+        ),
     )
+
+
+def _tool(entry: str | ToolSpecEntry, where: str, problems: list[Problem]) -> FunctionTool | None:
+    """A `tools:` entry as a tool: a dotted path, or a mapping with its approval rule."""
+    spec = ToolSpecEntry(function=entry) if isinstance(entry, str) else entry
+    field = where if isinstance(entry, str) else f"{where}.function"
+    function = _import(spec.function, field, problems)
+    approval: bool | Callable[[dict[str, Any]], bool] = spec.approval == "moderators"
+    if spec.when is not None:
+        if not approval:
+            fix = "add `approval: moderators`, or remove `when`"
+            problems.append(Problem(f"{where}.when", "is a condition for an approval", fix))
+        condition = _import(spec.when, f"{where}.when", problems)
+        approval = condition if condition is not None and approval else approval
+    if function is None:
+        return None
+    try:
+        return function_tool(function, timeout=spec.timeout or DEFAULT_TIMEOUT_S, approval=approval)
+    except TypeError as exc:
+        message, _, fix = str(exc).partition("; ")
+        problems.append(Problem(field, message, fix or "see the README's tool rules"))
+        return None
 
 
 def _import(dotted: str, field: str, problems: list[Problem]) -> Callable[..., Any] | None:

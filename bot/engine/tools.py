@@ -1,4 +1,10 @@
-"""Ordinary function tools: Python callables the model may call with JSON arguments.
+"""Tools: what an agent may call, with JSON arguments. `Tool` is what the runner needs of one;
+`FunctionTool` is a Python callable as a tool (MCP servers' tools are tools too, `bot.engine.mcp`).
+
+A tool may need a moderator's approval: always, or when a condition on the call's arguments holds
+(`needs_approval`). A function with a parameter named `idempotency_key` gets the call's own key
+there (never offered to the model): a call run again after a crash carries the same key, so the
+function can do its work once.
 
 Arguments are validated with pydantic from the function's type hints. Bad JSON, bad arguments,
 exceptions raised by the function and a call that overruns its timeout all become an error result
@@ -15,7 +21,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ConfigDict, ValidationError, create_model
 
@@ -24,7 +30,9 @@ from bot.models.base import ToolSpec
 log = logging.getLogger(__name__)
 
 ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]
+Condition = Callable[[dict[str, Any]], bool]  # a call's arguments -> whether it needs approval
 DEFAULT_TIMEOUT_S = 30.0
+KEY_PARAMETER = "idempotency_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +43,58 @@ class ToolOutput:
     is_error: bool = False
 
 
+@runtime_checkable
+class Tool(Protocol):
+    """What an agent may call."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def spec(self) -> ToolSpec:
+        """The tool as offered to the model: name, description, JSON schema of its arguments."""
+        ...
+
+    async def invoke(self, arguments: str, *, key: str | None = None) -> ToolOutput:
+        """Run the call (`arguments` as the model wrote them, JSON text); every failure is an
+        error output, never an exception. `key` is the call's own key, the same each time it
+        is run (see `KEY_PARAMETER`)."""
+        ...
+
+    def needs_approval(self, arguments: str) -> bool:
+        """Whether this call must wait for a moderator's approval."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class FunctionTool:
-    """A callable with a name, a description and a pydantic model of its arguments."""
+    """A callable with a name, a description and a pydantic model of its arguments.
+
+    `approval`: False (never), True (always) or a condition on the call's arguments."""
 
     name: str
     description: str
     function: ToolFunction = field(compare=False)
     arguments_model: Any = field(compare=False, repr=False)
     timeout: float = DEFAULT_TIMEOUT_S
+    approval: bool | Condition = field(default=False, compare=False)
+    keyed: bool = False  # the function takes `idempotency_key`
+
+    def needs_approval(self, arguments: str) -> bool:
+        """True when approval is always needed, or its condition holds for these arguments;
+        a condition that cannot be evaluated (bad arguments, an error) asks for approval."""
+        if not callable(self.approval):
+            return self.approval
+        try:
+            raw = json.loads(arguments or "{}")
+            parsed = self.arguments_model.model_validate(raw)
+            given = {name: getattr(parsed, name) for name in type(parsed).model_fields}
+            return bool(self.approval(given))
+        except ValidationError:
+            return False  # not a valid call: it fails as one, nothing to approve
+        except Exception as exc:
+            log.warning("tool %s: its approval condition failed (%s)", self.name, exc)
+            return True
 
     @property
     def spec(self) -> ToolSpec:
@@ -54,7 +105,7 @@ class FunctionTool:
             prop.pop("title", None)
         return ToolSpec(self.name, self.description, schema)
 
-    async def invoke(self, arguments: str) -> ToolOutput:
+    async def invoke(self, arguments: str, *, key: str | None = None) -> ToolOutput:
         """Validate `arguments` (JSON text), call the function, and return its output as text."""
         try:
             raw = json.loads(arguments or "{}")
@@ -71,6 +122,8 @@ class FunctionTool:
             )
             return ToolOutput(f"Error: invalid arguments for {self.name}: {details}.", True)
         arguments_given = {name: getattr(parsed, name) for name in type(parsed).model_fields}
+        if self.keyed:
+            arguments_given[KEY_PARAMETER] = key
         try:
             result = await asyncio.wait_for(self._call(arguments_given), self.timeout)
         except TimeoutError:
@@ -105,7 +158,11 @@ def _as_text(result: Any) -> str:
 
 
 def function_tool(
-    function: ToolFunction, *, name: str | None = None, timeout: float = DEFAULT_TIMEOUT_S
+    function: ToolFunction,
+    *,
+    name: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    approval: bool | Condition = False,
 ) -> FunctionTool:
     """Wrap a Python function as a tool; its docstring's first paragraph is the description.
 
@@ -122,7 +179,10 @@ def function_tool(
             f"{exc}); import every type the hints name, at module level"
         ) from None
     fields: dict[str, Any] = {}
+    keyed = KEY_PARAMETER in signature.parameters
     for param in signature.parameters.values():
+        if param.name == KEY_PARAMETER:
+            continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(
                 f"tool {label}: *args and **kwargs cannot be offered to a model; "
@@ -143,9 +203,11 @@ def function_tool(
         function=function,
         arguments_model=model,
         timeout=timeout,
+        approval=approval,
+        keyed=keyed,
     )
 
 
-def as_tool(tool: FunctionTool | ToolFunction) -> FunctionTool:
-    """Accept a ready `FunctionTool` or a plain function."""
-    return tool if isinstance(tool, FunctionTool) else function_tool(tool)
+def as_tool(tool: Tool | ToolFunction) -> Tool:
+    """Accept a ready tool or a plain function."""
+    return tool if isinstance(tool, Tool) else function_tool(tool)
