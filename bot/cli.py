@@ -23,6 +23,7 @@ from bot.models.select import describe, make_model, model_name, require_real_mod
 from bot.runtime import open_service
 from bot.service import ConversationService
 from bot.service.export import to_json, to_markdown
+from bot.service.moderation import summary
 from bot.settings import Settings, SettingsError, load_settings
 from bot.store import Session, Store, StoreError, is_postgres, store_for
 from bot.store.values import Case, DeadLetter
@@ -383,12 +384,12 @@ async def _doctor(settings: Settings) -> int:
 async def _cases(settings: Settings, args: argparse.Namespace) -> int:
     async with store_for(_database(settings, args.database), read_only=True) as store:
         cases = await store.cases(status=args.status, limit=args.limit)
-    header = f"{'case':>5}  {'status':<9} {'age':>6}  {'moderator':<18} {'thread':<28} reason"
+    header = f"{'case':>5}  {'status':<9} {'age':>6}  {'moderator':<18} {'thread':<28} about"
 
     def line(case: Case) -> str:
         return (
             f"{case.id:>5}  {case.status:<9} {_age(case.opened_at):>6}  "
-            f"{case.moderator or '-':<18} {case.key!s:<28} {case.reason or ''}"
+            f"{case.moderator or '-':<18} {case.key!s:<28} {summary(case)}"
         )
 
     return _listing(cases, "No cases.", header, line)

@@ -84,7 +84,7 @@ async def append(
             agent=active_agent,
             status=status,
             usage=usage,
-            case=NewCase(*open_case) if open_case else None,
+            cases=(NewCase(*open_case),) if open_case else (),
             posts=tuple(posts),
         )
     )

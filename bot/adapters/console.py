@@ -24,6 +24,7 @@ from bot.adapters.terminal import PLAIN, Style, Terminal, clean, clean_line
 from bot.engine.agents import Persona
 from bot.engine.transcript import AgentReply, UserTurn
 from bot.service import ACTIONS, CaseCard, Click, ConversationService, IncomingMessage, Post
+from bot.service.moderation import summary
 from bot.store.values import SessionKey
 
 PLATFORM = "console"
@@ -302,7 +303,7 @@ class Console:
             cases = await self.service.store.cases(limit=20)
             for case in cases:
                 held = f", {case.moderator}" if case.moderator else ""
-                say(f"  #{case.id} {case.status}{held}: {case.key.thread} ({case.reason})")
+                say(f"  #{case.id} {case.status}{held}: {case.key.thread} ({summary(case)})")
             if not cases:
                 say("  No cases.")
             return

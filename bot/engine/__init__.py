@@ -7,6 +7,7 @@ from bot.engine.agents import Agent, Persona
 from bot.engine.errors import EngineError, Problem, WorkflowError
 from bot.engine.events import (
     AgentMessage,
+    ApprovalAsked,
     AwaitingUser,
     Closed,
     Continued,
@@ -36,6 +37,7 @@ __all__ = [
     "Agent",
     "AgentMessage",
     "AgentReply",
+    "ApprovalAsked",
     "AwaitingUser",
     "Closed",
     "ContinuationPrompt",

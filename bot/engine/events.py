@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bot.engine import transcript as t
-from bot.models.base import Usage
+from bot.models.base import ToolCall, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,20 @@ class ToolCalled:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalAsked:
+    """`agent` called a tool that needs a moderator's approval: it has not run; the agent is
+    told it waits (`outcome`), and a case asks moderators to approve or reject `call`."""
+
+    agent: str
+    call: ToolCall
+    outcome: t.ToolOutcome
+
+    @property
+    def records(self) -> tuple[t.Item, ...]:
+        return (self.outcome,)
+
+
+@dataclass(frozen=True, slots=True)
 class HandoffSent:
     """`source` handed the conversation to `target`, which answers next in the same turn."""
 
@@ -61,10 +76,15 @@ class HandoffSent:
     target: str
     reason: str | None
     outcome: t.ToolOutcome
+    data: dict[str, Any] | None = None  # the edge's arguments, validated
+    hook_error: str | None = None  # the edge's `on_handoff` failed (the handoff still happened)
 
     @property
     def records(self) -> tuple[t.Item, ...]:
-        return (self.outcome, t.HandoffRecord(self.source, self.target, self.reason))
+        record = t.HandoffRecord(self.source, self.target, self.reason, self.data or None)
+        if self.hook_error is None:
+            return (self.outcome, record)
+        return (self.outcome, record, t.Notice(f"on_handoff failed: {self.hook_error}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +134,7 @@ Event = (
     | ModelCalled
     | AgentMessage
     | ToolCalled
+    | ApprovalAsked
     | HandoffSent
     | Continued
     | AwaitingUser

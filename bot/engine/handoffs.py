@@ -1,10 +1,22 @@
-"""Handoff tools: one synthetic function tool per declared edge, named `handoff_to_<target>`."""
+"""Handoff tools: one synthetic function tool per declared edge, named `handoff_to_<target>`.
+
+Besides its `reason`, an edge may declare arguments the handoff carries (an order id, a
+priority), each with a type; they are validated with pydantic when the call comes (a call with
+bad ones is refused with the error, so the model can call again), stored with the handoff,
+shown to the target and on a review card. An edge's `on_handoff` hook runs when the handoff is
+made; its failure is reported and the handoff still happens.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ConfigDict, ValidationError, create_model
 
 from bot.models.base import ToolSpec
 
@@ -29,13 +41,44 @@ def handoff_tool_name(target: str) -> str:
     return (HANDOFF_PREFIX + _UNSAFE.sub("_", target))[:_MAX_NAME]
 
 
+ArgumentType = Literal["string", "integer", "number", "boolean"]
+_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffArgument:
+    """An argument a handoff carries besides its reason."""
+
+    name: str
+    type: ArgumentType = "string"
+    description: str = ""
+    required: bool = True
+    choices: tuple[str | int | float, ...] = ()  # when given, the only values allowed
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffInfo:
+    """What an `on_handoff` hook is given."""
+
+    source: str
+    target: str
+    reason: str | None
+    data: Mapping[str, Any]
+
+
+HandoffHook = Callable[[HandoffInfo], Any] | Callable[[HandoffInfo], Awaitable[Any]]
+
+
 @dataclass(frozen=True, slots=True)
 class Edge:
-    """A declared handoff `source -> target`, with the reason the model reads when routing."""
+    """A declared handoff `source -> target`, with the reason the model reads when routing,
+    the arguments it carries and the hook run when it happens."""
 
     source: str
     target: str
     reason: str | None = None
+    arguments: tuple[HandoffArgument, ...] = ()
+    on_handoff: HandoffHook | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +88,59 @@ class HandoffTool:
     name: str
     target: str
     description: str
+    arguments: tuple[HandoffArgument, ...] = ()
+    on_handoff: HandoffHook | None = field(default=None, compare=False)
 
     @property
     def spec(self) -> ToolSpec:
-        """The tool as offered to the model: one optional string argument, `reason`."""
-        return ToolSpec(self.name, self.description, _PARAMETERS)
+        """The tool as offered to the model: an optional `reason`, and the edge's arguments."""
+        if not self.arguments:
+            return ToolSpec(self.name, self.description, _PARAMETERS)
+        properties = dict(_PARAMETERS["properties"])  # type: ignore[call-overload]
+        for argument in self.arguments:
+            schema: dict[str, Any] = {"type": argument.type}
+            if argument.description:
+                schema["description"] = argument.description
+            if argument.choices:
+                schema["enum"] = list(argument.choices)
+            properties[argument.name] = schema
+        required = [argument.name for argument in self.arguments if argument.required]
+        parameters = {**_PARAMETERS, "properties": properties}
+        return ToolSpec(self.name, self.description, parameters | {"required": required})
+
+    def data(self, arguments: str) -> tuple[dict[str, Any], str | None]:
+        """The edge's arguments from a call (JSON text), validated; or an error saying what
+        is wrong with them. The reason is read apart (`handoff_reason`)."""
+        if not self.arguments:
+            return {}, None
+        try:
+            given = json.loads(arguments or "{}")
+        except json.JSONDecodeError as exc:
+            return {}, f"the arguments are not valid JSON ({exc.msg})"
+        if not isinstance(given, dict):
+            return {}, "the arguments must be a JSON object"
+        given.pop("reason", None)
+        try:
+            parsed = _model(self.arguments).model_validate(given)
+        except ValidationError as exc:
+            details = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'arguments'}: {error['msg']}"
+                for error in exc.errors()
+            )
+            return {}, f"invalid arguments for {self.name}: {details}"
+        return {k: v for k, v in parsed.model_dump().items() if v is not None}, None
+
+
+@functools.lru_cache(maxsize=256)
+def _model(arguments: tuple[HandoffArgument, ...]) -> Any:
+    """The pydantic model of a handoff's arguments (built once per edge)."""
+    fields: dict[str, Any] = {}
+    for argument in arguments:
+        kind: Any = _TYPES[argument.type]
+        if argument.choices:
+            kind = Literal[argument.choices]
+        fields[argument.name] = (kind, ...) if argument.required else (kind | None, None)
+    return create_model("handoff_arguments", __config__=ConfigDict(extra="ignore"), **fields)
 
 
 def handoff_reason(arguments: str) -> str | None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bot.engine.agents import Agent, McpServer, Persona
 from bot.engine.errors import FileError, Problem, WorkflowError
+from bot.engine.handoffs import HandoffArgument
 from bot.engine.tools import DEFAULT_TIMEOUT_S, FunctionTool, function_tool
 from bot.engine.workflow import HandoffBuilder, Workflow
 
@@ -76,12 +77,23 @@ class AgentSpec(Strict):
     handoff_notice: str | None = Field(default=None, max_length=300)
 
 
+class ArgumentSpec(Strict):
+    """One of a handoff's `arguments:`: what it carries besides the reason."""
+
+    type: Literal["string", "integer", "number", "boolean"] = "string"
+    description: str = Field(default="", max_length=300)
+    required: bool = True
+    enum: list[str | int | float] | None = Field(default=None, min_length=1)
+
+
 class HandoffSpec(Strict):
     """One entry of `handoffs:`: edges from one agent to one or more others."""
 
     source: str = Field(alias="from")
     to: list[str] | str
     reason: str | None = None
+    arguments: dict[str, ArgumentSpec] = {}
+    on_handoff: str | None = None
 
 
 class AutonomySpec(Strict):
@@ -333,9 +345,19 @@ def _build(
     agents = [_agent(positions[i], agent, problems) for i, agent in enumerate(spec.agents)]
     builder = HandoffBuilder(participants=agents, name=spec.name or default_name)
     builder.with_start_agent(spec.start)
-    for handoff in spec.handoffs:
+    for index, handoff in enumerate(spec.handoffs):
+        where = f"handoffs[{index}]"
         targets = [handoff.to] if isinstance(handoff.to, str) else handoff.to
-        builder.add_handoff(handoff.source, targets, description=handoff.reason)
+        hook = None
+        if handoff.on_handoff is not None:
+            hook = _import(handoff.on_handoff, f"{where}.on_handoff", problems)
+        builder.add_handoff(
+            handoff.source,
+            targets,
+            description=handoff.reason,
+            arguments=_arguments(handoff.arguments, where, problems),
+            on_handoff=hook,
+        )
     builder.enable_return_to_previous(spec.return_to_previous)
     if spec.autonomous is not None:
         chosen = None if spec.autonomous.agents == "all" else spec.autonomous.agents
@@ -352,6 +374,24 @@ def _build(
     except WorkflowError as exc:
         return None, problems + list(exc.problems)
     return (workflow if not problems else None), problems
+
+
+def _arguments(
+    given: Mapping[str, ArgumentSpec], where: str, problems: list[Problem]
+) -> tuple[HandoffArgument, ...]:
+    """A handoff's declared arguments; a name a model cannot use is a problem of the file."""
+    arguments = []
+    for name, spec in given.items():
+        if not _ARGUMENT.match(name) or name == "reason":
+            fix = "use letters, digits and _ (starting with a letter), and not `reason`"
+            problems.append(Problem(f"{where}.arguments.{name}", "is not a usable name", fix))
+            continue
+        choices = tuple(spec.enum or ())
+        arguments.append(HandoffArgument(name, spec.type, spec.description, spec.required, choices))
+    return tuple(arguments)
+
+
+_ARGUMENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
 def _agent(index: int, spec: AgentSpec, problems: list[Problem]) -> Agent:

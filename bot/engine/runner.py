@@ -20,6 +20,7 @@ steps leaves a consistent transcript.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import inspect
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 
 from bot.engine import events as ev
 from bot.engine import tolerance
-from bot.engine.handoffs import HandoffTool, handoff_reason, looks_like_handoff
+from bot.engine.approvals import AWAITING_APPROVAL
+from bot.engine.handoffs import HandoffInfo, HandoffTool, handoff_reason, looks_like_handoff
 from bot.engine.progress import Progress
 from bot.engine.text import Bounds, bounded
 from bot.engine.tools import ToolOutput
@@ -66,6 +68,7 @@ MODEL_ERROR_NOTICE = (
     "I'm sorry, I couldn't reach the language model just now. Your message is saved; "
     "please send it again in a moment."
 )
+HOOK_TIMEOUT_S = 30.0  # an `on_handoff` coroutine that takes longer is given up on
 EMPTY_REPLY_NOTICE = "I'm sorry, I have no answer to that. Could you say it another way?"
 
 
@@ -326,7 +329,11 @@ class Runner:
                 tool.name: tool for tool in self.workflow.handoffs(agent) if tool.target not in held
             }
             accepted = next(
-                ((call, allowed[call.name]) for call in reply.tool_calls if call.name in allowed),
+                (
+                    (call, allowed[call.name])
+                    for call in reply.tool_calls
+                    if call.name in allowed and allowed[call.name].data(call.arguments)[1] is None
+                ),
                 None,
             )
             return ToolRound(reply.tool_calls, accepted)
@@ -343,18 +350,26 @@ class Runner:
         held: frozenset[str],
         *,
         refuse_all: bool = False,
-    ) -> list[ev.ToolCalled | ev.HandoffSent]:
+    ) -> list[ev.ToolCalled | ev.ApprovalAsked | ev.HandoffSent]:
         """Give every call without a stored result one, in order; the accepted handoff becomes
-        a `HandoffSent`."""
-        events: list[ev.ToolCalled | ev.HandoffSent] = []
+        a `HandoffSent`, a call that needs a moderator's approval an `ApprovalAsked`."""
+        events: list[ev.ToolCalled | ev.ApprovalAsked | ev.HandoffSent] = []
         tools = {tool.name: tool for tool in self.workflow.agent(agent).function_tools}
         for call in calls:
             if call.id in answered:
                 continue
             if accepted is not None and call is accepted[0] and not refuse_all:
-                target = accepted[1].target
-                outcome = ToolOutcome(agent, call.id, call.name, f"Handed off to {target}.")
-                events.append(ev.HandoffSent(agent, target, self._reason(call.arguments), outcome))
+                tool = accepted[1]
+                outcome = ToolOutcome(agent, call.id, call.name, f"Handed off to {tool.target}.")
+                reason = self._reason(call.arguments)
+                data = tool.data(call.arguments)[0]
+                failed = await _hook(tool, HandoffInfo(agent, tool.target, reason, data))
+                events.append(ev.HandoffSent(agent, tool.target, reason, outcome, data, failed))
+                continue
+            if call.name in tools and tools[call.name].needs_approval(call.arguments):
+                log.info("%s asked for %s: it waits for a moderator's approval", agent, call.name)
+                outcome = ToolOutcome(agent, call.id, call.name, AWAITING_APPROVAL)
+                events.append(ev.ApprovalAsked(agent, call, outcome))
                 continue
             if call.name in tools:
                 output = await tools[call.name].invoke(call.arguments)
@@ -375,6 +390,9 @@ class Runner:
     ) -> ToolOutput:
         allowed = self.workflow.handoffs(agent)
         back = next((tool.target for tool in allowed if tool.name == call.name), None) in held
+        invalid = next(
+            (tool.data(call.arguments)[1] for tool in allowed if tool.name == call.name), None
+        )
         if refuse_all and accepted is not None and call is accepted[0]:
             text = "Error: the handoff limit for this turn is reached; no handoff was made."
         elif back:
@@ -385,6 +403,8 @@ class Runner:
                 "message; no handoff was made. Answer the customer yourself"
                 + (f", or hand off to {' or '.join(others)}." if others else ".")
             )
+        elif invalid is not None:
+            text = f"Error: {invalid}. No handoff was made; call it again with valid arguments."
         elif accepted is not None and call.name in {tool.name for tool in allowed}:
             text = (
                 "Error: only one handoff per reply; the conversation was already handed to "
@@ -425,6 +445,22 @@ class _Asked:
 
     reply: ModelReply
     calls: int
+
+
+async def _hook(tool: HandoffTool, info: HandoffInfo) -> str | None:
+    """Run the edge's `on_handoff`, if any; what went wrong, in one line (else None)."""
+    if tool.on_handoff is None:
+        return None
+    hook = tool.on_handoff
+    try:
+        if inspect.iscoroutinefunction(hook):
+            await asyncio.wait_for(hook(info), HOOK_TIMEOUT_S)
+        else:  # a plain function runs in a worker thread: it never blocks other turns
+            await asyncio.wait_for(asyncio.to_thread(hook, info), HOOK_TIMEOUT_S)
+    except Exception as exc:
+        log.warning("on_handoff for %s -> %s failed: %s", info.source, info.target, exc)
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None
 
 
 async def _at_once(model: ChatModel, request: ModelRequest) -> AsyncGenerator[Chunk, None]:

@@ -60,6 +60,7 @@ class HandoffRecord:
     source: str
     target: str
     reason: str | None = None
+    data: dict[str, Any] | None = None  # the arguments the edge declares, as given
     kind: Literal["handoff"] = "handoff"
 
 
@@ -206,6 +207,8 @@ def view_for(agent: str, instructions: str, items: Sequence[Item]) -> tuple[Chat
 def handoff_note(record: HandoffRecord, reader: str) -> str:
     """A handoff as another agent reads it."""
     because = f" (reason: {record.reason})" if record.reason else ""
+    if record.data:
+        because += " with " + ", ".join(f"{k}={v!r}" for k, v in record.data.items())
     if record.target != reader:
         return f"{record.source} handed this conversation to {record.target}{because}."
     return f"{record.source} {JUST_HANDED}{because}. Answer the customer's last message yourself."

@@ -15,7 +15,14 @@ from types import MappingProxyType
 
 from bot.engine.agents import Agent
 from bot.engine.errors import Problem, WorkflowError
-from bot.engine.handoffs import HANDOFF_PREFIX, Edge, HandoffTool, handoff_tool_name
+from bot.engine.handoffs import (
+    HANDOFF_PREFIX,
+    Edge,
+    HandoffArgument,
+    HandoffHook,
+    HandoffTool,
+    handoff_tool_name,
+)
 from bot.engine.transcript import Item
 
 log = logging.getLogger(__name__)
@@ -103,7 +110,7 @@ class HandoffBuilder:
         self._name = name
         self._participants = list(participants)
         self._start: str | None = None
-        self._groups: list[tuple[str, tuple[str, ...], str | None]] = []
+        self._groups: list[_Group] = []
         self._return_to_previous = True
         self._autonomy: tuple[Sequence[AgentRef] | None, Mapping[str, str], Mapping[str, int]]
         self._autonomy = ((), {}, {})
@@ -125,10 +132,16 @@ class HandoffBuilder:
         source: AgentRef,
         targets: AgentRef | Sequence[AgentRef],
         description: str | None = None,
+        *,
+        arguments: Sequence[HandoffArgument] = (),
+        on_handoff: HandoffHook | None = None,
     ) -> HandoffBuilder:
-        """Declare edges `source -> target` for each target; `description` is the routing reason."""
+        """Declare edges `source -> target` for each target; `description` is the routing
+        reason, `arguments` what the handoff carries besides it, `on_handoff` a hook run when
+        it happens (see `bot.engine.handoffs`)."""
         listed = [targets] if isinstance(targets, Agent | str) else list(targets)
-        self._groups.append((_name(source), tuple(_name(t) for t in listed), description))
+        names = tuple(_name(t) for t in listed)
+        self._groups.append(_Group(_name(source), names, description, tuple(arguments), on_handoff))
         return self
 
     def enable_return_to_previous(self, enabled: bool = True) -> HandoffBuilder:
@@ -235,7 +248,8 @@ class HandoffBuilder:
             # The default mesh: everyone may hand off to everyone else.
             return tuple(Edge(s, t) for s in agents for t in agents if s != t)
         edges: dict[tuple[str, str], Edge] = {}
-        for index, (source, targets, reason) in enumerate(self._groups):
+        for index, group in enumerate(self._groups):
+            source, targets = group.source, group.targets
             if source not in agents:
                 problems.append(
                     Problem(
@@ -263,7 +277,9 @@ class HandoffBuilder:
                         Problem(where, f"edge {source} -> {target} is declared twice", "keep one")
                     )
                 elif source in agents:
-                    edges[(source, target)] = Edge(source, target, reason)
+                    edges[(source, target)] = Edge(
+                        source, target, group.reason, group.arguments, group.on_handoff
+                    )
         return tuple(edges.values())
 
     def _check_autonomy(
@@ -309,6 +325,17 @@ class HandoffBuilder:
         return result
 
 
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """One `add_handoff`: edges from `source` to each of `targets`."""
+
+    source: str
+    targets: tuple[str, ...]
+    reason: str | None
+    arguments: tuple[HandoffArgument, ...]
+    on_handoff: HandoffHook | None
+
+
 def _synthesise(
     agents: Mapping[str, Agent], edges: tuple[Edge, ...], problems: list[Problem]
 ) -> dict[str, tuple[HandoffTool, ...]]:
@@ -318,7 +345,13 @@ def _synthesise(
         target = agents[edge.target]
         description = edge.reason or target.description or f"Hand off to {edge.target}."
         handoffs[edge.source].append(
-            HandoffTool(handoff_tool_name(edge.target), edge.target, description)
+            HandoffTool(
+                handoff_tool_name(edge.target),
+                edge.target,
+                description,
+                edge.arguments,
+                edge.on_handoff,
+            )
         )
     for name, tools in handoffs.items():
         owners = {tool.name: f"its tool {tool.name!r}" for tool in agents[name].function_tools}

@@ -22,8 +22,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from bot.engine import approvals
 from bot.engine.runner import Runner
-from bot.engine.text import Bounds, clean
+from bot.engine.text import Bounds, bounded, clean
+from bot.engine.transcript import ContinuationPrompt
 from bot.engine.workflow import Workflow
 from bot.models.base import ChatModel
 from bot.service.delivery import UNDELIVERABLE_TEXT, Poster
@@ -37,14 +39,19 @@ from bot.service.turn import Turn, Turns
 from bot.service.window import WindowBudget
 from bot.store.protocols import SessionStore
 from bot.store.values import (
+    CallResult,
     EventId,
     Fence,
     Inbound,
     InboxRow,
     LeaseLost,
+    PendingCall,
     Received,
+    Session,
     SessionKey,
+    Step,
     StoreError,
+    TurnMark,
     card_lane,
 )
 
@@ -263,7 +270,12 @@ class ConversationService:
         """Admit an owed message (if its turn has not started) and run its turn."""
         key = row.message.key
         preface: tuple[Post, ...] = ()
-        if row.seq is None:
+        if row.case_id is not None and row.seq is None:
+            session = await self._finish_call(row, row.case_id, fence)
+            if session is None:
+                return TurnResult(None, ignored=True)
+            row = dataclasses.replace(row, seq=session.item_count)
+        elif row.seq is None:
             admitted = await self.store.admit(
                 row, fence, lambda found: self.rules.decide(row, found)
             )
@@ -293,6 +305,53 @@ class ConversationService:
         for case in turn.cases:
             self.threads.kick(card_lane(case.key.platform, case.id))
         return TurnResult(turn.session, (*preface, *turn.posts), cases=tuple(turn.cases))
+
+    async def _finish_call(
+        self, row: InboxRow, case_id: int, fence: Fence | None
+    ) -> Session | None:
+        """A decided call's job: run it once approved (with the case's key, the same after a
+        crash), then store what its agent is told, which starts the agent's turn. None when
+        there is nothing left to do (the case or the conversation is gone)."""
+        case = await self.store.get_case(case_id)
+        session = await self.store.get_session(row.session_id or 0)
+        if case is None or case.call is None or session is None:
+            await self.store.finish(row, fence)
+            return None
+        call = case.call
+        result = None
+        if case.status == "approved":
+            result = case.result or await self._run(call, f"case-{case.id}")
+            note = approvals.approved(call.tool, result.content, result.is_error)
+        else:
+            note = approvals.rejected(call.tool)
+        log.info(
+            "case #%d: the %s call to %s goes back to %s",
+            case.id,
+            case.status,
+            call.tool,
+            call.agent,
+        )
+        step = Step(
+            session.id,
+            items=(ContinuationPrompt(call.agent, note),),
+            agent=call.agent if call.agent in self.workflow.agents else None,
+            result=None if result is None else (case.id, result),
+            turn=TurnMark(row.id, started=True),
+            fence=fence,
+        )
+        stored = await self.store.commit(step)
+        if stored is not None:
+            self.turns.admitted(stored, step.items[0])
+        return stored
+
+    async def _run(self, call: PendingCall, key: str) -> CallResult:
+        tools = {tool.name: tool for tool in self.workflow.agent(call.agent).function_tools}
+        tool = tools.get(call.tool) if call.agent in self.workflow.agents else None
+        if tool is None:
+            return CallResult(f"Error: {call.tool} is no longer available to {call.agent}.", True)
+        output = await tool.invoke(call.arguments, key=key)
+        content = bounded(output.content, self.turns.runner.bounds.tool_result, "result")
+        return CallResult(content, output.is_error)
 
     def _settle(self, row: InboxRow, outcome: TurnResult | BaseException) -> None:
         future = self._results.pop(row.id, None)

@@ -7,12 +7,20 @@ with a turn) and is applied by the store in one transaction that refuses a stale
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from bot.engine.agents import Persona
-from bot.engine.transcript import AgentReply, Item, ModeratorMessage, Notice, UserTurn
+from bot.engine.transcript import (
+    AgentReply,
+    HandoffRecord,
+    Item,
+    ModeratorMessage,
+    Notice,
+    UserTurn,
+)
 from bot.engine.workflow import Workflow
 from bot.service.messages import Post, post_to_dict
 from bot.service.threads import Threads
@@ -51,11 +59,17 @@ class CaseCard:
 
     @property
     def title(self) -> str:
-        return f"Case #{self.case.id}: {self.case.agent} review ({self.case.status})"
+        case = self.case
+        if case.call is not None:
+            return f"Case #{case.id}: {case.agent} asks to run {case.call.tool} ({case.status})"
+        return f"Case #{case.id}: {case.agent} review ({case.status})"
 
 
 def available(case: Case, taken_over: bool) -> tuple[Action, ...]:
-    """The actions a card offers: none once closed; approve and reject only while open."""
+    """The actions a card offers: none once closed; approve and reject only while open (an
+    approval offers nothing else)."""
+    if case.kind == "approval":
+        return ("approve", "reject") if case.status == "open" else ()
     if case.status == "closed":
         return ()
     decide: tuple[Action, ...] = ("approve", "reject") if case.status == "open" else ()
@@ -82,8 +96,15 @@ class Moderation:
                 excerpt.append(f"{item.agent}: {item.text}")
             elif isinstance(item, ModeratorMessage):
                 excerpt.append(f"moderator: {item.text}")
+            elif isinstance(item, HandoffRecord) and item.data and item.target == case.agent:
+                excerpt.append(f"handoff from {item.source}: {_pairs(item.data)}")
         taken_over = session is not None and session.taken_over_by is not None
         lines_kept = tuple(_clip(line) for line in excerpt[-lines:])
+        if case.call is not None:
+            lines_kept = (_clip(f"call: {case.call.tool}({arguments(case.call.arguments)})"),)
+            lines_kept += tuple(_clip(line) for line in excerpt[-(lines - 1) :])
+            if case.result is not None:
+                lines_kept += (_clip(f"result: {case.result.content}"),)
         return CaseCard(case, lines_kept, available(case, taken_over))
 
     async def act(
@@ -112,6 +133,7 @@ class Moderation:
                     change.active,
                     change.session_status,
                     posts=(post_to_dict(post),),
+                    resume=change.resume,
                     fence=fence,
                 )
             )
@@ -127,6 +149,8 @@ class Moderation:
         """What the action changes, or why it cannot be done."""
         if case.status == "closed":
             return f"Case #{case.id} is already closed."
+        if case.kind == "approval":
+            return self._decide_call(case, action, moderator)
         match action:
             case "approve" | "reject":
                 if case.status != "open":
@@ -167,6 +191,45 @@ class Moderation:
                 )
         return f"Unknown action {action!r}."
 
+    def _decide_call(self, case: Case, action: Action, moderator: str) -> _Change | str:
+        """Approve or reject a call: the verdict is stored with the thread's job of finishing
+        it (running it once approved, then letting its agent go on)."""
+        if action not in ("approve", "reject"):
+            return f"Case #{case.id} asks for an approval: approve or reject it."
+        if case.status != "open":
+            return _stale(case)
+        verdict: CaseStatus = "approved" if action == "approve" else "rejected"
+        tool = case.call.tool if case.call is not None else "a tool"
+        return _Change(
+            f"A moderator {verdict} this request.",
+            ("open",),
+            verdict,
+            items=(Notice(f"{moderator} {verdict} the call to {tool}."),),
+            resume=True,
+        )
+
+
+def summary(case: Case) -> str:
+    """What a case is about, in one line: the call asked for, or the review's reason."""
+    if case.call is not None:
+        return f"{case.call.agent} asks to run {case.call.tool}({arguments(case.call.arguments)})"
+    return case.reason or ""
+
+
+def arguments(text: str) -> str:
+    """A call's JSON arguments as moderators read them: `name=value, ...`."""
+    try:
+        given = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return text
+    return _pairs(given) if isinstance(given, dict) else text
+
+
+def _pairs(given: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in given.items()
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class _Change:
@@ -179,6 +242,7 @@ class _Change:
     items: tuple[Item, ...] = ()
     active: str | None = None
     session_status: Status | None = None
+    resume: bool = False
 
 
 def _stale(case: Case) -> str:

@@ -31,6 +31,7 @@ from bot.store.values import (
     InboxRow,
     ModelUsage,
     NewCase,
+    PendingCall,
     Session,
     Status,
     Step,
@@ -46,6 +47,7 @@ FAILED_TEXT = (
 )
 CLOSED_TEXT = "This conversation is closed. Mention me to start a new one."
 REVIEW_NOTICE = "A specialist will look at this with you."  # a handoff to a review agent
+APPROVAL_NOTICE = "This needs a team member's approval; I'll come back to you here."
 _ENDS = (ev.AwaitingUser, ev.Closed, ev.TurnStopped)
 
 Deliver = Callable[[], Awaitable[object]]
@@ -165,14 +167,7 @@ class Turns:
     ) -> None:
         agent = next((e.target for e in events if isinstance(e, ev.HandoffSent)), None)
         status: Status | None = "closed" if any(isinstance(e, ev.Closed) for e in events) else None
-        case = next(
-            (
-                NewCase(e.target, e.reason)
-                for e in events
-                if isinstance(e, ev.HandoffSent) and self.workflow.agent(e.target).review
-            ),
-            None,
-        )
+        cases = tuple(_case(e) for e in events if _opens_case(self.workflow, e))
         queued = [*posts, Post("done", "", self.workflow.agent(self.workflow.start).display)]
         if not (done and self.placeholders):
             queued.pop()
@@ -182,7 +177,7 @@ class Turns:
             agent=agent,
             status=status,
             usage=_usage(events),
-            case=case,
+            cases=cases,
             posts=tuple(post_to_dict(post) for post in queued),
             turn=TurnMark(turn.row.id, done=done),
             fence=turn.fence,
@@ -192,10 +187,11 @@ class Turns:
         self.windows.extend(stored.id, stored.item_count, records)
         turn.session, turn.done = stored, done
         turn.posts.extend(posts)
-        if case is not None:
-            opened = await self.store.cases(session_id=stored.id, limit=1)
-            turn.cases.extend(opened)
-            log.info("session %s: case #%d opened for %s", stored.key, opened[0].id, case.agent)
+        if cases:
+            opened = await self.store.cases(session_id=stored.id, limit=len(cases))
+            turn.cases.extend(reversed(opened))
+            for each in opened:
+                log.info("session %s: case #%d opened (%s)", stored.key, each.id, each.kind)
         if queued:
             await turn.deliver()
 
@@ -216,6 +212,8 @@ class Turns:
                     [Post("working", WORKING_TEXT, persona, target)] if self.placeholders else []
                 )
                 return line + waiting
+            case ev.ApprovalAsked(agent=agent):
+                return [Post("notice", APPROVAL_NOTICE, self.workflow.agent(agent).display, agent)]
             case ev.TurnStopped(agent=agent, cause=cause, notice=notice):
                 log.warning("session %s: turn stopped (%s) at %s", session.key, cause, agent)
                 return [Post("notice", notice.text, self.workflow.agent(agent).display, agent)]
@@ -257,3 +255,20 @@ def _usage(events: list[ev.Event]) -> ModelUsage | None:
         return None
     tokens = called.usage or Usage()
     return ModelUsage(called.agent, called.model, tokens.prompt_tokens, tokens.completion_tokens)
+
+
+def _opens_case(workflow: Workflow, event: ev.Event) -> bool:
+    """A handoff to a review agent, or a call that waits for approval, opens a case."""
+    if isinstance(event, ev.HandoffSent):
+        return workflow.agent(event.target).review
+    return isinstance(event, ev.ApprovalAsked)
+
+
+def _case(event: ev.Event) -> NewCase:
+    if isinstance(event, ev.ApprovalAsked):
+        call = event.call
+        return NewCase(
+            event.agent, None, PendingCall(call.id, call.name, call.arguments, event.agent)
+        )
+    assert isinstance(event, ev.HandoffSent)
+    return NewCase(event.target, event.reason)

@@ -33,6 +33,24 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("items", ("session_id", "seq", "kind", "agent", "body", "created_at")),
     ("inbound_events", ("platform", "event_id", "session_id", "received_at")),
     (
+        "cases",
+        (
+            "id",
+            "session_id",
+            "agent",
+            "reason",
+            "status",
+            "moderator",
+            "card",
+            "opened_at",
+            "updated_at",
+            "kind",
+            "call",
+            "result",
+        ),
+    ),
+    ("case_actions", ("case_id", "seq", "action", "actor", "at")),
+    (
         "inbox",
         (
             "id",
@@ -49,27 +67,13 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "session_id",
             "seq",
             "done_at",
+            "case_id",
         ),
     ),
     (
         "model_calls",
         ("session_id", "seq", "agent", "model", "prompt_tokens", "completion_tokens", "created_at"),
     ),
-    (
-        "cases",
-        (
-            "id",
-            "session_id",
-            "agent",
-            "reason",
-            "status",
-            "moderator",
-            "card",
-            "opened_at",
-            "updated_at",
-        ),
-    ),
-    ("case_actions", ("case_id", "seq", "action", "actor", "at")),
     (
         "outbox",
         (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -11,23 +12,43 @@ from bot.store.ops_sessions import append
 from bot.store.sql import Op, count, row, rows
 from bot.store.values import (
     CARD_POST,
+    CallResult,
     Case,
     CaseAction,
     CaseStatus,
     Decision,
+    PendingCall,
     SessionKey,
     card_lane,
 )
 
 _SELECT = (
     "SELECT c.id, c.session_id, s.platform, s.channel, s.thread, c.agent, c.reason, c.status, "
-    "c.moderator, c.card, c.opened_at, c.updated_at "
+    "c.moderator, c.card, c.opened_at, c.updated_at, c.kind, c.call, c.result "
     "FROM cases c JOIN sessions s ON s.id = c.session_id"
 )
 
 
 def _case(found: Any) -> Case:
-    return Case(found[0], found[1], SessionKey(found[2], found[3], found[4]), *found[5:12])
+    call = PendingCall(**json.loads(found[13])) if found[13] else None
+    result = CallResult(**json.loads(found[14])) if found[14] else None
+    key = SessionKey(found[2], found[3], found[4])
+    agent, reason, status, moderator, card, opened_at, updated_at, kind = found[5:13]
+    return Case(
+        found[0],
+        found[1],
+        key,
+        agent,
+        reason,
+        status,
+        moderator,
+        card,
+        opened_at,
+        updated_at,
+        kind,
+        call,
+        result,
+    )
 
 
 def get_case(case_id: int) -> Op[Case | None]:
@@ -92,6 +113,19 @@ def decide(decision: Decision, origin: str | None = None) -> Op[Case | None]:
         found[1], decision.items, decision.agent, decision.session_status, decision.holder
     )
     yield from queue(session.key, session.id, None, origin, decision.posts)
+    if decision.resume:  # the thread owes the job of finishing the call: stored with the verdict
+        yield count(
+            "INSERT INTO inbox (platform, channel, thread, author, text, mentioned, stamp, "
+            "received_at, session_id, case_id) VALUES (?, ?, ?, ?, '', 0, ?, ?, ?, ?)",
+            session.key.platform,
+            session.key.channel,
+            session.key.thread,
+            decision.actor,
+            f"{now:020.6f}",
+            now,
+            session.id,
+            decision.case_id,
+        )
     card = {**CARD_POST, "case": decision.case_id}
     yield from queue(
         card_lane(session.key.platform, decision.case_id), session.id, None, origin, (card,)

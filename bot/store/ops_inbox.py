@@ -28,7 +28,7 @@ from bot.store.values import (
 
 _ROW = (
     "SELECT id, platform, channel, thread, event_id, author, text, mentioned, stamp, cut, "
-    "received_at, session_id, seq FROM inbox"
+    "received_at, session_id, seq, case_id FROM inbox"
 )
 _THREAD = "platform = ? AND channel = ? AND thread = ?"
 _HELD = (
@@ -140,4 +140,4 @@ def _inbox_row(found: Any) -> InboxRow:
     event = EventId(found[1], found[4]) if found[4] is not None else None
     key = SessionKey(found[1], found[2], found[3])
     message = Inbound(key, found[5], found[6], bool(found[7]), found[8], event, bool(found[9]))
-    return InboxRow(found[0], message, found[10], found[11], found[12])
+    return InboxRow(found[0], message, found[10], found[11], found[12], found[13])

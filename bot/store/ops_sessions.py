@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from bot.store.values import (
     Holder,
     ModelCallRecord,
     ModelUsage,
+    NewCase,
     NewSession,
     Session,
     SessionKey,
@@ -154,19 +156,16 @@ def commit(step: Step, origin: str | None = None) -> Op[Session | None]:
         session = yield from append(
             session_id, step.items, step.agent, step.status, step.holder, step.usage
         )
-    if session is not None and step.case is not None:
-        now = time.time()
-        opened = yield row(
-            "INSERT INTO cases (session_id, agent, reason, opened_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?) RETURNING id",
-            session.id,
-            step.case.agent,
-            step.case.reason,
-            now,
-            now,
+    if session is not None:
+        for case in step.cases:
+            yield from open_case(session, case, origin)
+    if step.result is not None:
+        case_id, result = step.result
+        yield count(
+            "UPDATE cases SET result = ? WHERE id = ? AND result IS NULL",
+            to_json({"content": result.content, "is_error": result.is_error}),
+            case_id,
         )
-        lane = card_lane(session.key.platform, int(opened[0]))
-        yield from queue(lane, session.id, None, origin, ({**CARD_POST, "case": opened[0]},))
     if step.turn is not None:
         yield from mark_turn(step.turn, session, len(step.items))
     key = session.key if session is not None else step.key
@@ -177,6 +176,25 @@ def commit(step: Step, origin: str | None = None) -> Op[Session | None]:
         session_id = session.id if session is not None else None
         yield from queue(key, session_id, turn, origin, step.posts)
     return session
+
+
+def open_case(session: Session, case: NewCase, origin: str | None) -> Op[None]:
+    """Open a case and queue its card in a lane of its own."""
+    now = time.time()
+    call = case.call
+    opened = yield row(
+        "INSERT INTO cases (session_id, agent, reason, kind, call, opened_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        session.id,
+        case.agent,
+        case.reason,
+        "review" if call is None else "approval",
+        None if call is None else to_json(dataclasses.asdict(call)),
+        now,
+        now,
+    )
+    lane = card_lane(session.key.platform, int(opened[0]))
+    yield from queue(lane, session.id, None, origin, ({**CARD_POST, "case": opened[0]},))
 
 
 def mark_turn(turn: TurnMark, session: Session | None, appended: int) -> Op[None]:

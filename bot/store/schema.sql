@@ -171,3 +171,13 @@ CREATE INDEX outbox_due ON outbox (platform, next_attempt_at)
     WHERE sent_at IS NULL AND dead_at IS NULL;
 CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
 CREATE INDEX outbox_dead ON outbox (dead_at) WHERE dead_at IS NOT NULL;
+
+-- version 7
+-- Approval cases: a tool call that waits for a moderator (`call`, JSON), and what it returned
+-- once approved and run (`result`, JSON). An inbox row with a `case_id` is the thread's job of
+-- finishing a decided call: run it (if approved) and let its agent go on.
+ALTER TABLE cases ADD COLUMN kind TEXT NOT NULL DEFAULT 'review'
+    CHECK (kind IN ('review', 'approval'));
+ALTER TABLE cases ADD COLUMN call TEXT CHECK (call IS NULL OR json_valid(call));
+ALTER TABLE cases ADD COLUMN result TEXT CHECK (result IS NULL OR json_valid(result));
+ALTER TABLE inbox ADD COLUMN case_id INTEGER REFERENCES cases (id) ON DELETE SET NULL;

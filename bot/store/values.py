@@ -9,6 +9,7 @@ from bot.engine.transcript import Item
 
 Status = Literal["open", "closed"]
 CaseStatus = Literal["open", "approved", "rejected", "closed"]
+CaseKind = Literal["review", "approval"]
 
 
 class StoreError(Exception):
@@ -69,8 +70,27 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingCall:
+    """A tool call waiting for a moderator's approval: the call as the agent made it."""
+
+    id: str
+    tool: str
+    arguments: str  # JSON text, as the model wrote it
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """What an approved call returned when it ran."""
+
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Case:
-    """A conversation handed to a review agent, waiting for (or decided by) moderators."""
+    """A decision for moderators: a conversation handed to a review agent (`review`), or a
+    tool call waiting for approval (`approval`, with the `call` and, once run, its `result`)."""
 
     id: int
     session_id: int
@@ -82,6 +102,9 @@ class Case:
     card: str | None
     opened_at: float
     updated_at: float
+    kind: CaseKind = "review"
+    call: PendingCall | None = None
+    result: CallResult | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +199,12 @@ class NewSession:
 
 @dataclass(frozen=True, slots=True)
 class NewCase:
-    """Open a review case for `agent`, with the reason the handoff gave."""
+    """Open a case for `agent`: a review, with the reason the handoff gave, or an approval of
+    `call`."""
 
     agent: str
     reason: str | None
+    call: PendingCall | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +240,8 @@ class Step:
     In order: check the `fence`, claim `event` (a claimed one makes the step a duplicate: nothing
     is written), open `opens` or find `session_id`, append `items`, set the active `agent`, the
     `status` and the `holder`, record `usage` for the model call whose reply is the first item,
-    open `case`, mark the inbox message's `turn`, then queue `posts` in the thread's outbox
-    (`key` names the thread when there is no session).
+    open `cases`, keep an approved call's `result`, mark the inbox message's `turn`, then queue
+    `posts` in the thread's outbox (`key` names the thread when there is no session).
     """
 
     session_id: int | None = None
@@ -227,7 +252,8 @@ class Step:
     status: Status | None = None
     holder: Holder | None = None
     usage: ModelUsage | None = None
-    case: NewCase | None = None
+    cases: tuple[NewCase, ...] = ()
+    result: tuple[int, CallResult] | None = None  # an approved call's result, for its case
     posts: tuple[dict[str, Any], ...] = ()
     turn: TurnMark | None = None
     key: SessionKey | None = None
@@ -260,6 +286,7 @@ class InboxRow:
     received_at: float
     session_id: int | None = None
     seq: int | None = None
+    case_id: int | None = None  # not a message: the job of finishing this case's decided call
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +312,7 @@ class Decision:
     agent: str | None = None
     session_status: Status | None = None
     posts: tuple[dict[str, Any], ...] = ()
+    resume: bool = False  # owe the thread the job of finishing the case's call
     fence: Fence | None = None
 
 

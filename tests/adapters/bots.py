@@ -10,25 +10,54 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.adapters.discord import DiscordConfig, SwitchboardClient
 from bot.adapters.slack import SlackConfig, build_app, slack_platform
-from bot.engine.loader import load_workflow
+from bot.engine.loader import load_workflow, parse_workflow
+from bot.engine.workflow import Workflow
 from bot.service import ConversationService
 from bot.store import Store
-from bot.testing import ScriptedModel
+from bot.testing import ScriptedModel, call, say
 from tests.fakes.discord_api import TOKEN, DiscordServer
 from tests.fakes.slack_api import SlackServer
 
 SHOP = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
+# Returns may refund: above 100, only once a moderator approves (tests.scenario.test_approvals).
+APPROVALS = parse_workflow(
+    """
+start: Returns
+agents:
+  - name: Returns
+    instructions: You handle refunds.
+    tools:
+      - {function: tests.scenario.test_approvals.refund, approval: moderators,
+         when: tests.scenario.test_approvals.large}
+"""
+)
+
+
+def asks_approval(*after: str) -> ScriptedModel:
+    """Returns asks to refund 150 on order 1042, says it waits, then says `after`."""
+    return ScriptedModel(
+        [
+            call("refund", {"order_id": "1042", "amount": 150}),
+            say("A team member must approve this refund."),
+            *(say(text) for text in after),
+        ]
+    )
 
 
 class SlackBot:
     """Bolt app + Socket Mode handler + service on a real SQLite file."""
 
     def __init__(
-        self, slack: SlackServer, store: Store, model: ScriptedModel, **config: Any
+        self,
+        slack: SlackServer,
+        store: Store,
+        model: ScriptedModel,
+        workflow: Workflow = SHOP,
+        **config: Any,
     ) -> None:
         self.config = SlackConfig("xoxb-test", "xapp-test", None, slack.api_url, 0, **config)
         self.platform = slack_platform(self.config)
-        self.service = ConversationService(SHOP, model, store, self.platform)
+        self.service = ConversationService(workflow, model, store, self.platform)
         self.app = build_app(self.service, self.platform, self.config)
         self.handler = AsyncSocketModeHandler(self.app, "xapp-test")
 
@@ -51,6 +80,7 @@ class DiscordBot:
         *,
         moderator_channel: int | None = None,
         moderator_role: str | None = None,
+        workflow: Workflow = SHOP,
     ) -> None:
         config = DiscordConfig(
             TOKEN,
@@ -60,7 +90,7 @@ class DiscordBot:
             moderator_role=moderator_role,
         )
         self.client = SwitchboardClient(config, guild_ready_timeout=0.05)
-        self.client.attach(ConversationService(SHOP, model, store, self.client))
+        self.client.attach(ConversationService(workflow, model, store, self.client))
 
     async def __aenter__(self) -> DiscordBot:
         await self.client.__aenter__()

@@ -12,8 +12,9 @@ import pytest
 from bot.engine.loader import load_workflow
 from bot.store import Store, sqlite_store
 from bot.testing import Responder, ScriptedModel, call, say
-from tests.adapters.bots import DiscordBot
+from tests.adapters.bots import APPROVALS, DiscordBot, asks_approval
 from tests.fakes.discord_api import BOT, BOT_USER, MOD_CHANNEL, MOD_ROLE, DiscordServer, user
+from tests.scenario.test_approvals import REFUNDS
 
 SHOP = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
 MODERATOR = user(930000000000000001, "mod")
@@ -200,3 +201,43 @@ async def test_a_case_survives_a_restart(discord_server: DiscordServer, db_path:
         )
         assert buttons(card(discord_server)) == []
         assert (await store.cases())[0].status == "closed"
+
+
+async def test_an_approval_card_runs_the_call_once_a_moderator_approves(
+    discord_server: DiscordServer, store: Store
+) -> None:
+    REFUNDS.clear()
+    model = asks_approval("Your refund of 150 is on its way.")
+    bot = DiscordBot(
+        discord_server,
+        store,
+        model,
+        moderator_channel=MOD_CHANNEL,
+        moderator_role="Moderators",
+        workflow=APPROVALS,
+    )
+    async with bot:
+        await discord_server.say(f"<@{BOT}> refund 150 for order 1042", mentions=[BOT_USER])
+        await discord_server.wait_for(
+            lambda: any(m["channel_id"] == str(MOD_CHANNEL) for m in discord_server.cards.values())
+        )
+        shown = card(discord_server)
+        assert "Case #1: Returns asks to run refund (open)" in str(shown["embeds"])
+        assert 'call: refund(order_id="1042", amount=150)' in str(shown["embeds"])
+        assert buttons(shown) == ["approve", "reject"]
+        await discord_server.click(
+            shown["id"], "switchboard:case:approve:1", clicker=STRANGER, roles=[]
+        )
+        await asyncio.sleep(0.3)
+        assert REFUNDS == {}
+        await discord_server.click(
+            shown["id"], "switchboard:case:approve:1", clicker=MODERATOR, roles=[MOD_ROLE]
+        )
+        await discord_server.wait_for(
+            lambda: ("Returns", "Your refund of 150 is on its way.") in thread_posts(discord_server)
+        )
+    assert REFUNDS == {"case-1": 150}
+    assert [c for _, c in thread_posts(discord_server)][-2:] == [
+        "*A moderator approved this request.*",
+        "Your refund of 150 is on its way.",
+    ]

@@ -11,8 +11,9 @@ import pytest
 from bot.engine.loader import load_workflow
 from bot.store import SessionKey, Store, sqlite_store
 from bot.testing import Responder, ScriptedModel, call, say
-from tests.adapters.bots import SlackBot
+from tests.adapters.bots import APPROVALS, SlackBot, asks_approval
 from tests.fakes.slack_api import BOT_USER, SlackServer, Visible, user_message
+from tests.scenario.test_approvals import REFUNDS
 
 SHOP = load_workflow(Path(__file__).parents[2] / "workflows" / "ecommerce.yaml")
 MODS = "CMOD"
@@ -212,3 +213,36 @@ async def test_forged_button_payloads_change_nothing(slack: SlackServer, store: 
     ]
     case = (await store.cases())[0]
     assert case.status == "open" and await store.case_actions(case.id) == []
+
+
+async def test_an_approval_card_runs_the_call_once_a_moderator_approves(
+    slack: SlackServer, store: Store
+) -> None:
+    REFUNDS.clear()
+    model = asks_approval("Your refund of 150 is on its way.")
+    bot = SlackBot(slack, store, model, APPROVALS, moderator_channel=MODS)
+    async with bot:
+        mention = user_message(f"<@{BOT_USER}> refund 150 for order 1042", kind="app_mention")
+        await slack.push(mention)
+        await slack.wait_for(lambda: len(slack.visible(MODS)) == 1)
+        text = card(slack).args["blocks"][0]["text"]["text"]
+        assert "*Case #1: Returns asks to run refund (open)*" in text
+        excerpt = card(slack).args["blocks"][1]["elements"][0]["text"]
+        assert excerpt.startswith('> call: refund(order_id="1042", amount=150)\n')
+        assert buttons(card(slack)) == ["case_approve", "case_reject"]
+        assert REFUNDS == {}
+        await slack.click(card(slack), "case_approve", user="USTRANGER")  # not a moderator
+        await slack.wait_for(lambda: len(ephemerals(slack)) == 1)
+        assert REFUNDS == {}
+        await slack.click(card(slack), "case_approve", user="UMOD1")
+        await slack.wait_for(
+            lambda: ("Returns", "Your refund of 150 is on its way.") in thread_texts(slack)
+        )
+        await slack.wait_for(lambda: buttons(card(slack)) == [])
+    assert REFUNDS == {"case-1": 150}
+    assert thread_texts(slack) == [
+        ("Returns", "_This needs a team member's approval; I'll come back to you here._"),
+        ("Returns", "A team member must approve this refund."),
+        ("Moderator", "_A moderator approved this request._"),
+        ("Returns", "Your refund of 150 is on its way."),
+    ]

@@ -1,0 +1,28 @@
+"""What an agent is told of a call that needs a moderator's approval: that it waits, and later
+what a moderator decided (and what the call returned, once approved and run)."""
+
+from __future__ import annotations
+
+AWAITING_APPROVAL = (
+    "Not run yet: this call needs a moderator's approval, and a moderator has been asked. Tell "
+    "the customer briefly that a person on the team must approve it and that you will come back "
+    "in this conversation; do not call it again, and do not say it is done."
+)
+
+
+def approved(tool: str, result: str, is_error: bool) -> str:
+    """The note that gives the agent an approved call's result."""
+    outcome = "it failed" if is_error else "it ran"
+    return (
+        f"A moderator approved your call to {tool}, and {outcome}. Its result: {result}\n"
+        "Tell the customer what happened, in a few words, based only on this result."
+    )
+
+
+def rejected(tool: str) -> str:
+    """The note that tells the agent a moderator rejected its call."""
+    return (
+        f"A moderator rejected your call to {tool}: it did not run. Tell the customer politely "
+        "that the request could not be approved, without guessing why, and offer what you can "
+        "still do."
+    )
