@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.engine.guardrails import NONE, Guardrails
 from bot.engine.tools import Tool, ToolFunction, as_tool
 
 
@@ -53,6 +54,7 @@ class Agent:
     review: bool = False
     handoff_notice: str | None = None
     mcp: tuple[McpServer, ...] = ()
+    guardrails: Guardrails = NONE  # besides the workflow's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tools", tuple(as_tool(tool) for tool in self.tools))

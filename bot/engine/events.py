@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from bot.engine import transcript as t
 from bot.models.base import ToolCall, Usage
@@ -66,6 +66,21 @@ class ApprovalAsked:
     @property
     def records(self) -> tuple[t.Item, ...]:
         return (self.outcome,)
+
+
+@dataclass(frozen=True, slots=True)
+class Guarded:
+    """A guardrail tripped (`note` records which, and why). On `input`, the customer is told
+    `reply` and the model is not asked; on `output`, the agent's reply was replaced."""
+
+    agent: str
+    stage: Literal["input", "output"]
+    note: t.Notice
+    reply: str | None = None
+
+    @property
+    def records(self) -> tuple[t.Item, ...]:
+        return (self.note,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +150,7 @@ Event = (
     | AgentMessage
     | ToolCalled
     | ApprovalAsked
+    | Guarded
     | HandoffSent
     | Continued
     | AwaitingUser

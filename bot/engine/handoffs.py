@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import ConfigDict, ValidationError, create_model
 
 from bot.models.base import ToolSpec
+
+log = logging.getLogger(__name__)
 
 HANDOFF_PREFIX = "handoff_to_"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -67,6 +70,26 @@ class HandoffInfo:
 
 
 HandoffHook = Callable[[HandoffInfo], Any] | Callable[[HandoffInfo], Awaitable[Any]]
+EdgeCondition = Callable[[Sequence[Any]], bool]  # the transcript -> whether the edge is offered
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What a handoff's target sees of the conversation before the handoff: all of it
+    (`full`), its last `last` messages, or only the `summary` the source writes as an argument of
+    the handoff; always with the customer's latest message."""
+
+    mode: Literal["full", "last", "summary"] = "full"
+    last: int = 0
+
+
+FULL = History()
+SUMMARY_ARGUMENT = HandoffArgument(
+    "summary",
+    "string",
+    "A short summary of the conversation so far for the next agent, who sees it instead of "
+    "the earlier messages: the customer's request, what is known, what was done.",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +102,34 @@ class Edge:
     reason: str | None = None
     arguments: tuple[HandoffArgument, ...] = ()
     on_handoff: HandoffHook | None = field(default=None, compare=False)
+    when: EdgeCondition | None = field(default=None, compare=False)
+    history: History = FULL
 
 
 @dataclass(frozen=True, slots=True)
 class HandoffTool:
-    """The tool an agent calls to hand the conversation to `target`."""
+    """The tool an agent calls to hand the conversation to `target` (with the edge's
+    arguments, hook, condition and history rule)."""
 
     name: str
     target: str
     description: str
     arguments: tuple[HandoffArgument, ...] = ()
     on_handoff: HandoffHook | None = field(default=None, compare=False)
+    when: EdgeCondition | None = field(default=None, compare=False)
+    history: History = FULL
+
+    def enabled(self, items: Sequence[Any]) -> bool:
+        """Whether the edge is offered now: no condition, or it holds (one that fails: no)."""
+        if self.when is None:
+            return True
+        try:
+            return bool(self.when(items))
+        except Exception as exc:
+            log.warning(
+                "the condition of the handoff to %s failed (%s): not offered", self.target, exc
+            )
+            return False
 
     @property
     def spec(self) -> ToolSpec:

@@ -12,9 +12,11 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bot.engine import guardrails
 from bot.engine.agents import Agent, McpServer, Persona
 from bot.engine.errors import FileError, Problem, WorkflowError
-from bot.engine.handoffs import HandoffArgument
+from bot.engine.guardrails import NONE, Guardrail, Guardrails
+from bot.engine.handoffs import HandoffArgument, History
 from bot.engine.tools import DEFAULT_TIMEOUT_S, FunctionTool, function_tool
 from bot.engine.workflow import HandoffBuilder, Workflow
 
@@ -63,6 +65,27 @@ class McpSpec(Strict):
         return self
 
 
+class GuardSpec(Strict):
+    """A built-in guardrail: exactly one of its fields."""
+
+    max_length: int | None = Field(default=None, ge=1)
+    blocked_words: list[str] | None = Field(default=None, min_length=1)
+    redact_pii: Literal[True] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> GuardSpec:
+        if len(self.model_fields_set) != 1:
+            raise ValueError("give one of `max_length`, `blocked_words`, `redact_pii` per entry")
+        return self
+
+
+class GuardrailsSpec(Strict):
+    """`guardrails:` of the workflow or an agent: checks of what comes in and goes out."""
+
+    input: list[str | GuardSpec] = []
+    output: list[str | GuardSpec] = []
+
+
 class AgentSpec(Strict):
     """One entry of `agents:`."""
 
@@ -75,6 +98,7 @@ class AgentSpec(Strict):
     model: str | None = None
     review: Literal["moderators"] | None = None
     handoff_notice: str | None = Field(default=None, max_length=300)
+    guardrails: GuardrailsSpec | None = None
 
 
 class ArgumentSpec(Strict):
@@ -86,6 +110,12 @@ class ArgumentSpec(Strict):
     enum: list[str | int | float] | None = Field(default=None, min_length=1)
 
 
+class LastSpec(Strict):
+    """`history: {last: N}`: the target sees the last N messages before the handoff."""
+
+    last: int = Field(ge=1, le=1000)
+
+
 class HandoffSpec(Strict):
     """One entry of `handoffs:`: edges from one agent to one or more others."""
 
@@ -94,6 +124,8 @@ class HandoffSpec(Strict):
     reason: str | None = None
     arguments: dict[str, ArgumentSpec] = {}
     on_handoff: str | None = None
+    when: str | None = None
+    history: Literal["full", "summary"] | LastSpec = "full"
 
 
 class AutonomySpec(Strict):
@@ -117,6 +149,7 @@ class WorkflowSpec(Strict):
     max_handoffs_per_turn: int = 5
     max_model_calls_per_turn: int = 12
     termination: str | None = None
+    guardrails: GuardrailsSpec | None = None
 
 
 _FIXES = {
@@ -210,7 +243,7 @@ def read_spec(
     try:
         return spec.model_validate(data)
     except ValidationError as exc:
-        raise error([_problem(found) for found in exc.errors()], source) from None
+        raise error([_problem(found) for found in _errors(exc)], source) from None
 
 
 def read_yaml(
@@ -280,7 +313,7 @@ def _validate(data: dict[str, Any]) -> _Checked:
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
+        errors = _errors(exc)
     else:
         return _Checked(spec, (), {name: tuple(range(len(data.get(name) or []))) for name in _FILL})
     bad: dict[tuple[Any, ...], set[str]] = {}
@@ -323,6 +356,29 @@ def _entry(model: type[S], value: Any, bad: set[str] | None, fill: dict[str, str
         return None
 
 
+def _errors(exc: ValidationError) -> list[Any]:
+    """The schema's errors as a person reads them: where a field takes a text or a mapping
+    (`str | Spec`), only the error of the form written, and no pydantic type names in places."""
+    found = []
+    for error in exc.errors():
+        written_a_mapping = isinstance(error.get("input"), dict)
+        if (
+            error["type"] in _SCALAR
+            and written_a_mapping
+            and _UNION_TAG.match(str(error["loc"][-1]))
+        ):
+            continue
+        loc = tuple(part for part in error["loc"] if not _UNION_TAG.match(str(part)))
+        found.append({**error, "loc": loc})
+    return found
+
+
+_SCALAR = ("string_type", "literal_error", "int_type", "float_type")
+_UNION_TAG = re.compile(
+    r"^(str|int|float|function-\w+\[.*\]|[A-Z]\w*Spec\w*|LastSpec|literal\[.*\])$"
+)
+
+
 def _problem(error: Any) -> Problem:
     path = ""
     for part in error["loc"]:
@@ -348,15 +404,21 @@ def _build(
     for index, handoff in enumerate(spec.handoffs):
         where = f"handoffs[{index}]"
         targets = [handoff.to] if isinstance(handoff.to, str) else handoff.to
-        hook = None
+        hook = condition = None
         if handoff.on_handoff is not None:
             hook = _import(handoff.on_handoff, f"{where}.on_handoff", problems)
+        if handoff.when is not None:
+            condition = _import(handoff.when, f"{where}.when", problems)
+        given = handoff.history
+        history = History("last", given.last) if isinstance(given, LastSpec) else History(given)
         builder.add_handoff(
             handoff.source,
             targets,
             description=handoff.reason,
             arguments=_arguments(handoff.arguments, where, problems),
             on_handoff=hook,
+            when=condition,
+            history=history,
         )
     builder.enable_return_to_previous(spec.return_to_previous)
     if spec.autonomous is not None:
@@ -369,6 +431,7 @@ def _build(
     builder.with_limits(
         max_handoffs=spec.max_handoffs_per_turn, max_model_calls=spec.max_model_calls_per_turn
     )
+    builder.with_guardrails(_guardrails(spec.guardrails, "guardrails", problems))
     try:
         workflow = builder.build()
     except WorkflowError as exc:
@@ -419,7 +482,28 @@ def _agent(index: int, spec: AgentSpec, problems: list[Problem]) -> Agent:
             McpServer(server.command, tuple(server.args), dict(server.env), server.url)
             for server in spec.mcp
         ),
+        guardrails=_guardrails(spec.guardrails, f"agents[{index}].guardrails", problems),
     )
+
+
+def _guardrails(spec: GuardrailsSpec | None, where: str, problems: list[Problem]) -> Guardrails:
+    """The guardrails a `guardrails:` mapping declares, built-in or imported."""
+    if spec is None:
+        return NONE
+    stages: dict[str, list[Guardrail]] = {"input": [], "output": []}
+    for stage, entries in (("input", spec.input), ("output", spec.output)):
+        for position, entry in enumerate(entries):
+            if isinstance(entry, str):
+                function = _import(entry, f"{where}.{stage}[{position}]", problems)
+                if function is not None:
+                    stages[stage].append(guardrails.from_function(entry, function))
+            elif entry.max_length is not None:
+                stages[stage].append(guardrails.max_length(entry.max_length))
+            elif entry.blocked_words is not None:
+                stages[stage].append(guardrails.blocked_words(entry.blocked_words))
+            else:
+                stages[stage].append(guardrails.redact_pii())
+    return Guardrails(tuple(stages["input"]), tuple(stages["output"]))
 
 
 def _tool(entry: str | ToolSpecEntry, where: str, problems: list[Problem]) -> FunctionTool | None:

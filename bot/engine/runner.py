@@ -27,9 +27,10 @@ import inspect
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from bot.engine import events as ev
-from bot.engine import tolerance
+from bot.engine import guardrails, tolerance
 from bot.engine.approvals import AWAITING_APPROVAL
 from bot.engine.handoffs import HandoffInfo, HandoffTool, handoff_reason, looks_like_handoff
 from bot.engine.progress import Progress
@@ -42,6 +43,7 @@ from bot.engine.transcript import (
     Item,
     Notice,
     ToolOutcome,
+    UserTurn,
     view_for,
 )
 from bot.engine.workflow import Workflow
@@ -142,6 +144,12 @@ class Runner:
         state = Progress.of(workflow, items[begin + 1 :], active)
         if state.finished:
             return
+        opening = items[begin] if begin == len(items) - 1 else None
+        if isinstance(opening, UserTurn):
+            _, blocked = self._guard("input", state.agent, opening.text)
+            if blocked is not None:
+                yield blocked
+                return
         agent, pending, answered = state.agent, state.pending, state.answered
         model_calls, handoffs, continuations = state.model_calls, state.handoffs, state.continued
         while True:
@@ -162,6 +170,8 @@ class Runner:
                     yield ev.TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
                     return
                 assert asked is not None
+                if asked.guarded is not None:
+                    yield asked.guarded  # before the reply: a stored step ends on the reply
                 reply = asked.reply
                 model_calls += asked.calls
                 pending, answered = (
@@ -174,7 +184,7 @@ class Runner:
                 if reply.text and reply.text.strip():
                     yield ev.AgentMessage(agent, reply.text)
             held = frozenset(i.source for i in items[begin + 1 :] if isinstance(i, HandoffRecord))
-            decision = self._classify(agent, pending, held)
+            decision = self._classify(agent, pending, held, items)
             pending = None
             match decision:
                 case EmptyReply():
@@ -185,13 +195,13 @@ class Runner:
                     if new_handoff and handoffs >= workflow.limits.max_handoffs:
                         log.warning("loop guard: %d handoffs in one turn, stopping", handoffs)
                         for event in await self._answer(
-                            agent, calls, accepted, answered, held, refuse_all=True
+                            agent, calls, accepted, answered, held, items, refuse_all=True
                         ):
                             items.extend(event.records)
                             yield event
                         yield ev.TurnStopped(agent, "max_handoffs", Notice(LOOP_GUARD_NOTICE))
                         return
-                    for event in await self._answer(agent, calls, accepted, answered, held):
+                    for event in await self._answer(agent, calls, accepted, answered, held, items):
                         items.extend(event.records)
                         yield event
                     if accepted is not None:
@@ -215,10 +225,44 @@ class Runner:
 
     def _request(self, agent: str, items: Sequence[Item]) -> ModelRequest:
         spec = self.workflow.agent(agent)
-        tools = tuple(tool.spec for tool in self.workflow.handoffs(agent))
+        tools = tuple(tool.spec for tool in self._offered(agent, items))
         tools += tuple(tool.spec for tool in spec.function_tools)
-        messages = view_for(agent, _instructions(self.workflow, agent), items)
+        messages = view_for(agent, _instructions(self.workflow, agent), self._seen(agent, items))
         return ModelRequest(agent, messages, tools, self._model_name(agent), spec.description)
+
+    def _seen(self, agent: str, items: Sequence[Item]) -> Sequence[Item]:
+        """What `agent` sees of the transcript: all of it, unless the handoff that brought the
+        conversation to it says otherwise (the edge's `history`): then, of what came before the
+        handoff, its last messages or nothing (the summary is in the handoff), and always the
+        customer's latest message."""
+        at = next(
+            (
+                index
+                for index in range(len(items) - 1, -1, -1)
+                if isinstance(items[index], HandoffRecord) and items[index].target == agent  # type: ignore[union-attr]
+            ),
+            None,
+        )
+        if at is None:
+            return items
+        record: HandoffRecord = items[at]  # type: ignore[assignment]
+        edge = next((t for t in self.workflow.handoffs(record.source) if t.target == agent), None)
+        if edge is None or edge.history.mode == "full":
+            return items
+        before = list(items[:at])
+        kept: list[Item] = []
+        if edge.history.mode == "last":
+            counted = 0
+            while before and counted < edge.history.last:
+                item = before.pop()
+                kept.insert(0, item)
+                spoken = isinstance(item, AgentReply) and bool(item.text)
+                counted += item.kind in ("user", "moderator") or spoken
+        latest = next((i for i in reversed(items) if isinstance(i, UserTurn)), None)
+        after = items[at:]
+        if latest is not None and all(i is not latest for i in (*kept, *after)):
+            kept.insert(0, latest)  # the customer's latest message, always
+        return [*kept, *after]
 
     async def _ask(self, agent: str, items: Sequence[Item]) -> AsyncIterator[ev.Writing | _Asked]:
         """The agent's reply as it is written (`Writing`), then the whole of it, read as meant
@@ -230,6 +274,7 @@ class Runner:
         request = self._request(agent, items)
         reply: ModelReply | None = None
         asked = 0
+        guarded_output = bool(self._guards(agent).output)
         targets = self.workflow.targets(agent)
         while True:
             written, raw = "", None
@@ -242,7 +287,8 @@ class Runner:
                         break
                     elif chunk.text:
                         written += chunk.text
-                        yield ev.Writing(agent, written)
+                        if not guarded_output:  # shown only once the guardrails saw it whole
+                            yield ev.Writing(agent, written)
             assert raw is not None
             asked += 1
             now = self._read(raw, request, items)
@@ -254,11 +300,11 @@ class Runner:
             slip = self._slip(agent, reply, request)
             if slip is None:
                 break
-            if written:
+            if written and not guarded_output:
                 yield ev.Writing(agent, "")
             if asked > self.bounds.transfer_retries:
                 log.info("%s slipped again (%s); not shown", agent, slip.kind)
-                tools = {tool.target: tool for tool in self.workflow.handoffs(agent)}
+                tools = {tool.target: tool for tool in self._offered(agent, items)}
                 meant = tools.get(slip.target or "")
                 calls = (ToolCall(f"call_{len(items)}", meant.name),) if meant else ()
                 reply = dataclasses.replace(reply, text=None, tool_calls=calls)
@@ -272,7 +318,29 @@ class Runner:
                     ChatMessage("system", slip.correction(targets)),
                 ),
             )
-        yield _Asked(reply, asked)
+        guarded = None
+        if reply.text:
+            text, guarded = self._guard("output", agent, reply.text)
+            reply = dataclasses.replace(reply, text=guardrails.OUTPUT_BLOCKED if guarded else text)
+        yield _Asked(reply, asked, guarded)
+
+    def _guards(self, agent: str) -> guardrails.Guardrails:
+        return self.workflow.guardrails + self.workflow.agent(agent).guardrails
+
+    def _guard(
+        self, stage: Literal["input", "output"], agent: str, text: str
+    ) -> tuple[str, ev.Guarded | None]:
+        """`text` as the guardrails of `agent` (and the workflow) leave it, and the event of
+        the one that tripped, if any."""
+        guards = self._guards(agent)
+        checked, guard, why = guardrails.run(
+            guards.input if stage == "input" else guards.output, text
+        )
+        if guard is None or why is None:
+            return checked, None
+        note = Notice(guardrails.record(stage, guard, why))
+        reply = guardrails.INPUT_BLOCKED if stage == "input" else None
+        return checked, ev.Guarded(agent, stage, note, reply)
 
     def _call(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         """One model call: streamed (text as it comes, then the reply), or the reply at once."""
@@ -321,12 +389,19 @@ class Runner:
     def _model_name(self, agent: str) -> str | None:
         return self.workflow.agent(agent).model
 
-    def _classify(self, agent: str, reply: AgentReply, held: frozenset[str]) -> Decision:
+    def _offered(self, agent: str, items: Sequence[Item]) -> tuple[HandoffTool, ...]:
+        """The handoffs `agent` is offered now: its edges whose condition (`when`) holds."""
+        return tuple(tool for tool in self.workflow.handoffs(agent) if tool.enabled(items))
+
+    def _classify(
+        self, agent: str, reply: AgentReply, held: frozenset[str], items: Sequence[Item]
+    ) -> Decision:
         """What the reply asks for; a handoff back to an agent that already had the conversation
-        in this turn is not accepted (it would only go round)."""
+        in this turn is not accepted (it would only go round), nor one whose edge is not
+        offered now."""
         if reply.tool_calls:
             allowed = {
-                tool.name: tool for tool in self.workflow.handoffs(agent) if tool.target not in held
+                tool.name: tool for tool in self._offered(agent, items) if tool.target not in held
             }
             accepted = next(
                 (
@@ -348,6 +423,7 @@ class Runner:
         accepted: tuple[ToolCall, HandoffTool] | None,
         answered: frozenset[str],
         held: frozenset[str],
+        items: Sequence[Item],
         *,
         refuse_all: bool = False,
     ) -> list[ev.ToolCalled | ev.ApprovalAsked | ev.HandoffSent]:
@@ -374,7 +450,8 @@ class Runner:
             if call.name in tools:
                 output = await tools[call.name].invoke(call.arguments)
             else:
-                output = self._refusal(agent, call, accepted, held, refuse_all)
+                allowed = self._offered(agent, items)
+                output = self._refusal(agent, call, accepted, held, allowed, refuse_all)
             content = bounded(output.content, self.bounds.tool_result, "result")
             outcome = ToolOutcome(agent, call.id, call.name, content, output.is_error)
             events.append(ev.ToolCalled(agent, outcome))
@@ -386,9 +463,9 @@ class Runner:
         call: ToolCall,
         accepted: tuple[ToolCall, HandoffTool] | None,
         held: frozenset[str],
+        allowed: Sequence[HandoffTool],
         refuse_all: bool,
     ) -> ToolOutput:
-        allowed = self.workflow.handoffs(agent)
         back = next((tool.target for tool in allowed if tool.name == call.name), None) in held
         invalid = next(
             (tool.data(call.arguments)[1] for tool in allowed if tool.name == call.name), None
@@ -445,6 +522,7 @@ class _Asked:
 
     reply: ModelReply
     calls: int
+    guarded: ev.Guarded | None = None  # an output guardrail replaced the reply
 
 
 async def _hook(tool: HandoffTool, info: HandoffInfo) -> str | None:

@@ -207,11 +207,17 @@ def view_for(agent: str, instructions: str, items: Sequence[Item]) -> tuple[Chat
 def handoff_note(record: HandoffRecord, reader: str) -> str:
     """A handoff as another agent reads it."""
     because = f" (reason: {record.reason})" if record.reason else ""
-    if record.data:
-        because += " with " + ", ".join(f"{k}={v!r}" for k, v in record.data.items())
+    data = dict(record.data or {})
+    summary = data.pop("summary", None)
+    if data:
+        because += " with " + ", ".join(f"{k}={v!r}" for k, v in data.items())
     if record.target != reader:
         return f"{record.source} handed this conversation to {record.target}{because}."
-    return f"{record.source} {JUST_HANDED}{because}. Answer the customer's last message yourself."
+    told = f" Their summary of the conversation so far: {summary}" if summary else ""
+    return (
+        f"{record.source} {JUST_HANDED}{because}.{told} Answer the customer's last message "
+        "yourself."
+    )
 
 
 def _own_results(agent: str, items: Sequence[Item]) -> dict[str, str]:

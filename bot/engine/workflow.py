@@ -15,12 +15,17 @@ from types import MappingProxyType
 
 from bot.engine.agents import Agent
 from bot.engine.errors import Problem, WorkflowError
+from bot.engine.guardrails import NONE, Guardrails
 from bot.engine.handoffs import (
+    FULL,
     HANDOFF_PREFIX,
+    SUMMARY_ARGUMENT,
     Edge,
+    EdgeCondition,
     HandoffArgument,
     HandoffHook,
     HandoffTool,
+    History,
     handoff_tool_name,
 )
 from bot.engine.transcript import Item
@@ -65,6 +70,7 @@ class Workflow:
     autonomy: Mapping[str, Autonomy] = field(default_factory=lambda: MappingProxyType({}))
     termination: TerminationCondition | None = None
     limits: Limits = Limits()
+    guardrails: Guardrails = NONE  # for every agent
     warnings: tuple[str, ...] = ()
     _handoffs: Mapping[str, tuple[HandoffTool, ...]] = field(
         default_factory=lambda: MappingProxyType({}), repr=False
@@ -79,6 +85,13 @@ class Workflow:
             raise WorkflowError(
                 [Problem("agent", f"no agent named {name!r}", f"use one of: {known}")]
             ) from None
+
+    @property
+    def redacts_input(self) -> bool:
+        """Whether personal data is masked in what customers write, before it is stored."""
+        return self.guardrails.redacts_input or any(
+            agent.guardrails.redacts_input for agent in self.agents.values()
+        )
 
     def handoffs(self, source: str) -> tuple[HandoffTool, ...]:
         """The handoff tools `source` is offered: exactly its own outbound edges."""
@@ -111,6 +124,7 @@ class HandoffBuilder:
         self._participants = list(participants)
         self._start: str | None = None
         self._groups: list[_Group] = []
+        self._guardrails = NONE
         self._return_to_previous = True
         self._autonomy: tuple[Sequence[AgentRef] | None, Mapping[str, str], Mapping[str, int]]
         self._autonomy = ((), {}, {})
@@ -135,13 +149,21 @@ class HandoffBuilder:
         *,
         arguments: Sequence[HandoffArgument] = (),
         on_handoff: HandoffHook | None = None,
+        when: EdgeCondition | None = None,
+        history: History = FULL,
     ) -> HandoffBuilder:
         """Declare edges `source -> target` for each target; `description` is the routing
         reason, `arguments` what the handoff carries besides it, `on_handoff` a hook run when
-        it happens (see `bot.engine.handoffs`)."""
+        it happens, `when` a condition on the transcript for the edge to be offered, `history`
+        what the target sees (see `bot.engine.handoffs`)."""
         listed = [targets] if isinstance(targets, Agent | str) else list(targets)
         names = tuple(_name(t) for t in listed)
-        self._groups.append(_Group(_name(source), names, description, tuple(arguments), on_handoff))
+        if history.mode == "summary" and all(a.name != "summary" for a in arguments):
+            arguments = (*arguments, SUMMARY_ARGUMENT)
+        group = _Group(
+            _name(source), names, description, tuple(arguments), on_handoff, when, history
+        )
+        self._groups.append(group)
         return self
 
     def enable_return_to_previous(self, enabled: bool = True) -> HandoffBuilder:
@@ -162,6 +184,11 @@ class HandoffBuilder:
     def with_termination_condition(self, condition: TerminationCondition) -> HandoffBuilder:
         """End the conversation when `condition(transcript)` is true after a step."""
         self._termination = condition
+        return self
+
+    def with_guardrails(self, guardrails: Guardrails) -> HandoffBuilder:
+        """Input and output guardrails for every agent (`bot.engine.guardrails`)."""
+        self._guardrails = guardrails
         return self
 
     def with_limits(self, *, max_handoffs: int = 5, max_model_calls: int = 12) -> HandoffBuilder:
@@ -199,6 +226,7 @@ class HandoffBuilder:
             autonomy=MappingProxyType(autonomy),
             termination=self._termination,
             limits=self._limits,
+            guardrails=self._guardrails,
             warnings=_warn(_unreachable(agents, start, edges) + _tool_names(agents)),
             _handoffs=MappingProxyType(handoffs),
         )
@@ -278,7 +306,13 @@ class HandoffBuilder:
                     )
                 elif source in agents:
                     edges[(source, target)] = Edge(
-                        source, target, group.reason, group.arguments, group.on_handoff
+                        source,
+                        target,
+                        group.reason,
+                        group.arguments,
+                        group.on_handoff,
+                        group.when,
+                        group.history,
                     )
         return tuple(edges.values())
 
@@ -334,6 +368,8 @@ class _Group:
     reason: str | None
     arguments: tuple[HandoffArgument, ...]
     on_handoff: HandoffHook | None
+    when: EdgeCondition | None
+    history: History
 
 
 def _synthesise(
@@ -351,6 +387,8 @@ def _synthesise(
                 description,
                 edge.arguments,
                 edge.on_handoff,
+                edge.when,
+                edge.history,
             )
         )
     for name, tools in handoffs.items():

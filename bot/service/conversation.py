@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from bot.engine import approvals
+from bot.engine.guardrails import redact
 from bot.engine.runner import Runner
 from bot.engine.text import Bounds, bounded, clean
 from bot.engine.transcript import ContinuationPrompt
@@ -121,6 +122,8 @@ class ConversationService:
         again); the user is told once that the bot cannot answer safely now.
         """
         text, cut = clean(message.text, self.max_message_chars)
+        if self.workflow.redacts_input:  # masked before anything is stored
+            text = redact(text)
         event = EventId(message.platform, message.event_id) if message.event_id else None
         stamp = message.stamp or f"{time.time():020.6f}"
         inbound = Inbound(message.key, message.author, text, message.mentioned, stamp, event, cut)

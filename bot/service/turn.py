@@ -212,6 +212,8 @@ class Turns:
                     [Post("working", WORKING_TEXT, persona, target)] if self.placeholders else []
                 )
                 return line + waiting
+            case ev.Guarded(agent=agent, reply=reply) if reply:
+                return [Post("notice", reply, self.workflow.agent(agent).display, agent)]
             case ev.ApprovalAsked(agent=agent):
                 return [Post("notice", APPROVAL_NOTICE, self.workflow.agent(agent).display, agent)]
             case ev.TurnStopped(agent=agent, cause=cause, notice=notice):

@@ -177,7 +177,7 @@ CREATE INDEX outbox_dead ON outbox (dead_at) WHERE dead_at IS NOT NULL;
 -- once approved and run (`result`, JSON). An inbox row with a `case_id` is the thread's job of
 -- finishing a decided call: run it (if approved) and let its agent go on.
 ALTER TABLE cases ADD COLUMN kind TEXT NOT NULL DEFAULT 'review'
-    CHECK (kind IN ('review', 'approval'));
+    CHECK (kind IN ('review', 'approval', 'pause'));
 ALTER TABLE cases ADD COLUMN call TEXT CHECK (call IS NULL OR json_valid(call));
 ALTER TABLE cases ADD COLUMN result TEXT CHECK (result IS NULL OR json_valid(result));
 ALTER TABLE inbox ADD COLUMN case_id INTEGER REFERENCES cases (id) ON DELETE SET NULL;

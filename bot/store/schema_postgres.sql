@@ -162,7 +162,7 @@ CREATE INDEX outbox_dead ON outbox (dead_at) WHERE dead_at IS NOT NULL;
 -- version 4
 -- Approval cases and the jobs that finish decided calls (see schema.sql, version 7).
 ALTER TABLE cases ADD COLUMN kind TEXT NOT NULL DEFAULT 'review'
-    CHECK (kind IN ('review', 'approval'));
+    CHECK (kind IN ('review', 'approval', 'pause'));
 ALTER TABLE cases ADD COLUMN call TEXT;
 ALTER TABLE cases ADD COLUMN result TEXT;
 ALTER TABLE inbox ADD COLUMN case_id BIGINT REFERENCES cases (id) ON DELETE SET NULL;

@@ -9,7 +9,7 @@ from bot.engine.transcript import Item
 
 Status = Literal["open", "closed"]
 CaseStatus = Literal["open", "approved", "rejected", "closed"]
-CaseKind = Literal["review", "approval"]
+CaseKind = Literal["review", "approval", "pause"]
 
 
 class StoreError(Exception):
