@@ -162,10 +162,7 @@ def _check(paths: Sequence[Path]) -> int:
             continue
         for warning in workflow.warnings:
             print(f"{path}: warning: {warning}", file=sys.stderr)
-        print(
-            f"{path}: ok ({len(workflow.agents)} agents, {len(workflow.edges)} handoffs, "
-            f"start {workflow.start})"
-        )
+        print(f"{path}: ok ({workflow.shape})")
     return 1 if failed else 0
 
 

@@ -31,7 +31,8 @@ PLATFORM = "console"
 CHANNEL = "local"
 HELP = "Commands: /end closes the conversation, /new starts another, /quit leaves, /help."
 MODERATOR_HELP = (
-    "Moderators: /cases, /approve N, /reject N, /takeover N, /handback N [agent], /close N, "
+    "Moderators: /cases, /approve N [note], /reject N [note], /takeover N, /handback N [agent], "
+    "/close N, "
     "/mod N text (speak in case N's thread as the moderator)."
 )
 CONSOLE_MODERATOR = "console-moderator"
@@ -328,9 +329,11 @@ class Console:
             )
             say(f"  [moderator → {key.thread}] {clean(args[1])}")
             return
-        agent = args[1] if len(args) > 1 else None
+        action = command.lstrip("/")
+        rest = " ".join(args[1:]) or None  # the agent to hand back to, or a verdict's note
+        agent, note = (rest, None) if action == "handback" else (None, rest)
         result = await self.service.click(
-            Click(args[0], command.lstrip("/"), CONSOLE_MODERATOR, agent=agent)
+            Click(args[0], action, CONSOLE_MODERATOR, agent=agent, note=note)
         )
         if result.ok:
             self.platform.moderators(result.message)

@@ -32,7 +32,7 @@ from bot.engine.transcript import (
     UserTurn,
     view_for,
 )
-from bot.engine.workflow import HandoffBuilder, Limits, Workflow
+from bot.engine.workflow import HandoffBuilder, Limits, SequentialBuilder, Workflow
 
 __all__ = [
     "Agent",
@@ -59,6 +59,7 @@ __all__ = [
     "Persona",
     "Problem",
     "Runner",
+    "SequentialBuilder",
     "ToolCalled",
     "ToolOutcome",
     "TurnStopped",

@@ -1,5 +1,5 @@
-"""What an agent is told of a call that needs a moderator's approval: that it waits, and later
-what a moderator decided (and what the call returned, once approved and run)."""
+"""What an agent is told of a decision that waits for a person: a call that needs approval (that
+it waits, then the verdict and what the call returned), and a pipeline's review pause."""
 
 from __future__ import annotations
 
@@ -26,3 +26,12 @@ def rejected(tool: str) -> str:
         "that the request could not be approved, without guessing why, and offer what you can "
         "still do."
     )
+
+
+def reviewed(step: str, approved: bool, reader: str) -> str:
+    """The note that tells a pipeline's agent the verdict on `step`'s step (a moderator's note,
+    if any, is in the transcript beside it)."""
+    if approved:
+        return f"A reviewer approved {step}'s step. Go on with your step."
+    whose = "your" if reader == step else f"{step}'s"
+    return f"A reviewer rejected {whose} step. Do it again, following the reviewer's note if any."

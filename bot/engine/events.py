@@ -17,6 +17,7 @@ class ModelCalled:
     reply: t.AgentReply
     model: str | None = None
     usage: Usage | None = None
+    shown: bool = True  # False for a pipeline's inner step: its reply is not the customer's
 
     @property
     def records(self) -> tuple[t.Item, ...]:
@@ -115,6 +116,18 @@ class Continued:
 
 
 @dataclass(frozen=True, slots=True)
+class Paused:
+    """A pipeline stopped after `agent`'s step, for a person to approve or reject it."""
+
+    agent: str
+    note: t.Notice
+
+    @property
+    def records(self) -> tuple[t.Item, ...]:
+        return (self.note,)
+
+
+@dataclass(frozen=True, slots=True)
 class AwaitingUser:
     """The turn ended naturally; `agent` waits for the user's next message."""
 
@@ -153,6 +166,7 @@ Event = (
     | Guarded
     | HandoffSent
     | Continued
+    | Paused
     | AwaitingUser
     | Closed
     | TurnStopped

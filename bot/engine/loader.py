@@ -18,7 +18,7 @@ from bot.engine.errors import FileError, Problem, WorkflowError
 from bot.engine.guardrails import NONE, Guardrail, Guardrails
 from bot.engine.handoffs import HandoffArgument, History
 from bot.engine.tools import DEFAULT_TIMEOUT_S, FunctionTool, function_tool
-from bot.engine.workflow import HandoffBuilder, Workflow
+from bot.engine.workflow import HandoffBuilder, SequentialBuilder, Workflow
 
 
 class Strict(BaseModel):
@@ -141,6 +141,8 @@ class WorkflowSpec(Strict):
 
     name: str | None = None
     description: str = ""
+    kind: Literal["handoff", "sequential"] = "handoff"
+    review_after: list[str] = []
     start: str
     agents: list[AgentSpec] = Field(min_length=1)
     handoffs: list[HandoffSpec] = []
@@ -222,6 +224,10 @@ def parse_workflow(
     the tools. Only a file that is not YAML, or not a mapping, stops at that.
     """
     data = read_yaml(text, source, WorkflowError, "workflow", "`start:` and `agents:`")
+    listed = data.get("agents")
+    first = listed[0] if isinstance(listed, list) and listed else None
+    if data.get("kind") == "sequential" and "start" not in data and isinstance(first, dict):
+        data = {**data, "start": first.get("name")}  # a pipeline starts with its first agent
     checked = _validate(data)
     problems = list(checked.problems)
     workflow = None
@@ -399,6 +405,11 @@ def _build(
     problems: list[Problem] = []
     positions = kept["agents"]
     agents = [_agent(positions[i], agent, problems) for i, agent in enumerate(spec.agents)]
+    if spec.kind == "sequential":
+        return _pipeline(spec, agents, default_name, problems)
+    if spec.review_after:
+        fix = "set `kind: sequential`, or remove it"
+        problems.append(Problem("review_after", "pauses only a sequential workflow", fix))
     builder = HandoffBuilder(participants=agents, name=spec.name or default_name)
     builder.with_start_agent(spec.start)
     for index, handoff in enumerate(spec.handoffs):
@@ -432,6 +443,32 @@ def _build(
         max_handoffs=spec.max_handoffs_per_turn, max_model_calls=spec.max_model_calls_per_turn
     )
     builder.with_guardrails(_guardrails(spec.guardrails, "guardrails", problems))
+    try:
+        workflow = builder.build()
+    except WorkflowError as exc:
+        return None, problems + list(exc.problems)
+    return (workflow if not problems else None), problems
+
+
+def _pipeline(
+    spec: WorkflowSpec, agents: list[Agent], default_name: str, problems: list[Problem]
+) -> tuple[Workflow | None, list[Problem]]:
+    """A `kind: sequential` workflow: its agents in the order listed."""
+    for field, given in (
+        ("handoffs", spec.handoffs),
+        ("autonomous", spec.autonomous),
+        ("termination", spec.termination),
+    ):
+        if given:
+            fix = "remove it, or use a handoff workflow (no `kind:`)"
+            problems.append(Problem(field, "has no meaning in a sequential workflow", fix))
+    if agents and spec.start != agents[0].name:
+        fix = f"list {spec.start!r} first, or leave `start:` out"
+        problems.append(Problem("start", "a pipeline starts with the first agent listed", fix))
+    builder = SequentialBuilder(agents, name=spec.name or default_name)
+    builder.with_review_after(*spec.review_after)
+    builder.with_guardrails(_guardrails(spec.guardrails, "guardrails", problems))
+    builder.with_limits(max_model_calls=spec.max_model_calls_per_turn)
     try:
         workflow = builder.build()
     except WorkflowError as exc:

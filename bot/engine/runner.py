@@ -70,6 +70,11 @@ MODEL_ERROR_NOTICE = (
     "I'm sorry, I couldn't reach the language model just now. Your message is saved; "
     "please send it again in a moment."
 )
+PAUSED = "Paused for a review of"  # a pipeline's pause, as the transcript notes it
+STILL_PAUSED_NOTICE = (
+    "Your request is still with a reviewer; I'll come back to you here as soon as they have "
+    "looked at it."
+)
 HOOK_TIMEOUT_S = 30.0  # an `on_handoff` coroutine that takes longer is given up on
 EMPTY_REPLY_NOTICE = "I'm sorry, I have no answer to that. Could you say it another way?"
 
@@ -150,6 +155,10 @@ class Runner:
             if blocked is not None:
                 yield blocked
                 return
+        if workflow.sequential:
+            async for event in self._pipeline(items):
+                yield event
+            return
         agent, pending, answered = state.agent, state.pending, state.answered
         model_calls, handoffs, continuations = state.model_calls, state.handoffs, state.continued
         while True:
@@ -227,7 +236,12 @@ class Runner:
         spec = self.workflow.agent(agent)
         tools = tuple(tool.spec for tool in self._offered(agent, items))
         tools += tuple(tool.spec for tool in spec.function_tools)
-        messages = view_for(agent, _instructions(self.workflow, agent), self._seen(agent, items))
+        messages = view_for(
+            agent,
+            _instructions(self.workflow, agent),
+            self._seen(agent, items),
+            pipeline=self.workflow.sequential,
+        )
         return ModelRequest(agent, messages, tools, self._model_name(agent), spec.description)
 
     def _seen(self, agent: str, items: Sequence[Item]) -> Sequence[Item]:
@@ -389,6 +403,71 @@ class Runner:
     def _model_name(self, agent: str) -> str | None:
         return self.workflow.agent(agent).model
 
+    async def _pipeline(self, items: list[Item]) -> AsyncIterator[ev.Event]:
+        """A pipeline's turn (see `SequentialBuilder`): each agent's step in order, only the last
+        one's reply shown; a pause after a step marked for review. Goes on from the steps
+        already stored (a crash, a lost lease, a reviewer's verdict)."""
+        workflow = self.workflow
+        if _waiting(items):
+            yield ev.TurnStopped(workflow.start, "paused", Notice(STILL_PAUSED_NOTICE))
+            return
+        stage = _Stage.of(workflow, items)
+        if stage.paused is not None:  # the step is stored; its pause is not yet
+            yield self._pause(stage.paused)
+            return
+        agent, pending, answered, calls = stage.agent, stage.pending, stage.answered, stage.calls
+        last = workflow.order[-1]
+        while agent is not None:
+            if pending is None:
+                if calls >= workflow.limits.max_model_calls:
+                    log.warning("loop guard: %d model calls in one turn, stopping", calls)
+                    yield ev.TurnStopped(agent, "max_model_calls", Notice(LOOP_GUARD_NOTICE))
+                    return
+                shown = agent == last
+                asked: _Asked | None = None
+                try:
+                    async for step in self._ask(agent, items):
+                        if not isinstance(step, ev.Writing):
+                            asked = step
+                        elif shown:
+                            yield step
+                except ModelError as exc:
+                    log.warning("model call for %s failed: %s", agent, exc)
+                    yield ev.TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
+                    return
+                assert asked is not None
+                if asked.guarded is not None:
+                    yield asked.guarded
+                reply = asked.reply
+                calls += asked.calls
+                pending, answered = AgentReply(agent, reply.text, reply.tool_calls), frozenset()
+                items.append(pending)
+                model = reply.model or self._model_name(agent)
+                yield ev.ModelCalled(agent, pending, model, reply.usage, shown=shown)
+                if shown and reply.text and reply.text.strip():
+                    yield ev.AgentMessage(agent, reply.text)
+            if pending.tool_calls:
+                for event in await self._answer(
+                    agent, pending.tool_calls, None, answered, frozenset(), items
+                ):
+                    items.extend(event.records)
+                    yield event
+                pending = None
+                continue
+            if not (pending.text and pending.text.strip()):
+                yield ev.TurnStopped(agent, "empty_reply", Notice(EMPTY_REPLY_NOTICE))
+                return
+            pending = None
+            if agent in workflow.review_after:
+                yield self._pause(agent)
+                return
+            agent = workflow.after(agent)
+        yield ev.AwaitingUser(last)
+
+    def _pause(self, agent: str) -> ev.Paused:
+        log.info("pipeline paused after %s for a review", agent)
+        return ev.Paused(agent, Notice(f"{PAUSED} {agent}'s step."))
+
     def _offered(self, agent: str, items: Sequence[Item]) -> tuple[HandoffTool, ...]:
         """The handoffs `agent` is offered now: its edges whose condition (`when`) holds."""
         return tuple(tool for tool in self.workflow.handoffs(agent) if tool.enabled(items))
@@ -516,6 +595,53 @@ class Runner:
         return bool(verdict)
 
 
+def _waiting(items: Sequence[Item]) -> bool:
+    """Whether a pipeline's pause is still waiting for its verdict (the latest pause has no
+    verdict after it) when a new message comes."""
+    for item in reversed(items):
+        if isinstance(item, ContinuationPrompt):
+            return False
+        if isinstance(item, Notice) and item.text.startswith(PAUSED):
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Stage:
+    """Where a pipeline's turn stands, read from the steps stored since the customer's message
+    (a reviewer's verdict, a `ContinuationPrompt`, says whose step is next)."""
+
+    agent: str | None  # whose step is next (None: all done)
+    pending: AgentReply | None  # a stored reply whose calls are not all answered
+    answered: frozenset[str]
+    calls: int
+    paused: str | None  # a step that is stored and owes its pause
+
+    @classmethod
+    def of(cls, workflow: Workflow, items: Sequence[Item]) -> _Stage:
+        since = max((i for i, item in enumerate(items) if isinstance(item, UserTurn)), default=-1)
+        agent: str | None = workflow.order[0]
+        pending: AgentReply | None = None
+        answered: set[str] = set()
+        calls, paused = 0, None
+        for item in items[since + 1 :]:
+            if isinstance(item, ContinuationPrompt):
+                agent, pending, paused = item.agent, None, None
+            elif isinstance(item, Notice):
+                paused = None  # the pause was made (or the turn stopped)
+            elif isinstance(item, AgentReply) and item.agent == agent:
+                calls += 1
+                pending, answered = (item, set()) if item.tool_calls else (None, set())
+                if not item.tool_calls:
+                    paused = agent if agent in workflow.review_after else None
+                    agent = workflow.after(agent)
+            elif isinstance(item, ToolOutcome) and pending is not None:
+                answered.add(item.call_id)
+        if pending is not None and answered >= {call.id for call in pending.tool_calls}:
+            pending = None  # every call has its result: the agent is asked again
+        return cls(agent, pending, frozenset(answered), calls, paused)
+
+
 @dataclass(frozen=True, slots=True)
 class _Asked:
     """The end of `_ask`: the reply, and how many model calls it took."""
@@ -570,6 +696,8 @@ def _instructions(workflow: Workflow, agent: str) -> str:
     """The agent's instructions, and what it needs to know about the other agents (by name: a
     model repeats tool identifiers to customers)."""
     spec = workflow.agent(agent)
+    if workflow.sequential:
+        return _step_instructions(workflow, agent)
     parts = [
         f"You are {agent}, one of several agents serving the same support conversation; the "
         "customer sees one support team, and earlier replies may come from the other agents."
@@ -587,6 +715,26 @@ def _instructions(workflow: Workflow, agent: str) -> str:
     else:
         parts.append("You cannot hand the conversation to anyone else: answer the customer.")
     parts.append("Write only your reply to the customer, with no name or label in front of it.")
+    return "\n\n".join(parts)
+
+
+def _step_instructions(workflow: Workflow, agent: str) -> str:
+    """A pipeline agent's instructions: its place in the pipeline, and who reads its result."""
+    after = workflow.after(agent)
+    parts = [
+        f"You are {agent}, one step of a pipeline ({' → '.join(workflow.order)}) that answers "
+        "each message of the customer; each step reads the earlier steps' results."
+    ]
+    spec = workflow.agent(agent)
+    if spec.instructions:
+        parts.append(spec.instructions.strip())
+    if after is not None:
+        parts.append(
+            f"Write your step's result for {after}, who goes on from it; the customer does not "
+            "see it. No name or label in front of it."
+        )
+    else:
+        parts.append("Write the reply to the customer, with no name or label in front of it.")
     return "\n\n".join(parts)
 
 

@@ -144,7 +144,9 @@ def speaker(item: Item) -> str | None:
     return None
 
 
-def view_for(agent: str, instructions: str, items: Sequence[Item]) -> tuple[ChatMessage, ...]:
+def view_for(
+    agent: str, instructions: str, items: Sequence[Item], *, pipeline: bool = False
+) -> tuple[ChatMessage, ...]:
     """The messages `agent` is shown: its instructions, then its view of the transcript.
 
     Own tool outcomes are emitted beside their calls (a call with none gets `INTERRUPTED`);
@@ -171,7 +173,8 @@ def view_for(agent: str, instructions: str, items: Sequence[Item]) -> tuple[Chat
             reply: AgentReply = item  # type: ignore[assignment]
             if reply.agent != agent:
                 if reply.text and recent:
-                    notes.append(f"{reply.agent} told the customer: {reply.text}")
+                    said = "wrote, for the next step" if pipeline else "told the customer"
+                    notes.append(f"{reply.agent} {said}: {reply.text}")
                 elif reply.text:
                     add(ChatMessage("assistant", reply.text, message_name(reply.agent)))
             elif reply.text or reply.tool_calls:

@@ -60,7 +60,8 @@ class Autonomy:
 
 @dataclass(frozen=True)
 class Workflow:
-    """A validated, immutable handoff workflow. Build one with `HandoffBuilder`."""
+    """A validated, immutable workflow: a handoff graph (`HandoffBuilder`), or a fixed
+    pipeline (`SequentialBuilder`: `order` set, no edges)."""
 
     name: str
     agents: Mapping[str, Agent]
@@ -71,6 +72,8 @@ class Workflow:
     termination: TerminationCondition | None = None
     limits: Limits = Limits()
     guardrails: Guardrails = NONE  # for every agent
+    order: tuple[str, ...] = ()  # a pipeline: these agents, in turn, on every user message
+    review_after: frozenset[str] = frozenset()  # a pipeline pauses for a person after these
     warnings: tuple[str, ...] = ()
     _handoffs: Mapping[str, tuple[HandoffTool, ...]] = field(
         default_factory=lambda: MappingProxyType({}), repr=False
@@ -105,8 +108,31 @@ class Workflow:
         """An agent with no outbound edges can never hand off."""
         return not self._handoffs.get(name)
 
+    @property
+    def shape(self) -> str:
+        """The workflow in a few words, for `check` and `doctor`."""
+        if self.sequential:
+            pauses = ", ".join(name for name in self.order if name in self.review_after)
+            return f"pipeline {' -> '.join(self.order)}" + (
+                f", review after {pauses}" if pauses else ""
+            )
+        return f"{len(self.agents)} agents, {len(self.edges)} handoffs, start {self.start}"
+
+    @property
+    def sequential(self) -> bool:
+        """A fixed pipeline rather than a handoff graph."""
+        return bool(self.order)
+
+    def after(self, agent: str) -> str | None:
+        """In a pipeline, the agent whose step comes after `agent`'s (None after the last)."""
+        at = self.order.index(agent) + 1 if agent in self.order else len(self.order)
+        return self.order[at] if at < len(self.order) else None
+
     def entry_agent(self, active: str | None) -> str:
-        """Who takes the next user message: the last speaker, or the start agent."""
+        """Who takes the next user message: the last speaker, or the start agent (in a
+        pipeline, always the first)."""
+        if self.sequential:
+            return self.start
         if self.return_to_previous and active is not None and active in self.agents:
             return active
         return self.start
@@ -357,6 +383,69 @@ class HandoffBuilder:
                         )
                     )
         return result
+
+
+class SequentialBuilder:
+    """A fixed pipeline: on every user message the agents run in the order given, each seeing
+    the transcript so far, and the last one's reply goes to the customer. A review pause after
+    a step (`with_review_after`) waits for a person to approve it (the pipeline goes on) or
+    reject it (the step is done again), as a case.
+
+    Shaped like Agent Framework's `SequentialBuilder(participants=[...]).build()`.
+    """
+
+    def __init__(self, participants: Sequence[Agent] = (), *, name: str = "workflow") -> None:
+        self._name = name
+        self._participants = list(participants)
+        self._review_after: list[str] = []
+        self._guardrails = NONE
+        self._limits = Limits()
+
+    def with_review_after(self, *agents: AgentRef) -> SequentialBuilder:
+        """Pause after these agents' steps until a person approves or rejects them."""
+        self._review_after.extend(_name(agent) for agent in agents)
+        return self
+
+    def with_guardrails(self, guardrails: Guardrails) -> SequentialBuilder:
+        self._guardrails = guardrails
+        return self
+
+    def with_limits(self, *, max_model_calls: int = 12) -> SequentialBuilder:
+        self._limits = Limits(self._limits.max_handoffs, max_model_calls)
+        return self
+
+    def build(self) -> Workflow:
+        """Validate and return the pipeline as a `Workflow`; raise `WorkflowError`."""
+        problems: list[Problem] = []
+        agents = HandoffBuilder(self._participants)._check_agents(problems)
+        order = tuple(agents)
+        for name in self._review_after:
+            if name not in agents:
+                fix = f"use one of: {_list(agents)}"
+                problems.append(Problem("review_after", f"unknown agent {name!r}", fix))
+            elif order and name == order[-1]:
+                problems.append(
+                    Problem(
+                        "review_after",
+                        f"{name!r} is the last step: its reply goes to the customer",
+                        "pause after an earlier step (add a last agent that sends the reply)",
+                    )
+                )
+        if self._limits.max_model_calls < 1:
+            problems.append(Problem("max_model_calls_per_turn", "must be at least 1", "raise it"))
+        if problems:
+            raise WorkflowError(problems)
+        return Workflow(
+            name=self._name,
+            agents=MappingProxyType(agents),
+            start=order[0],
+            edges=(),
+            return_to_previous=False,
+            limits=self._limits,
+            guardrails=self._guardrails,
+            order=order,
+            review_after=frozenset(self._review_after),
+        )
 
 
 @dataclass(frozen=True, slots=True)

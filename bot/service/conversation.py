@@ -168,7 +168,7 @@ class ConversationService:
         else:
             chosen: Action = action
             result = await self.moderation.act(
-                int(click.case), chosen, click.actor, agent=click.agent
+                int(click.case), chosen, click.actor, agent=click.agent, note=click.note
             )
         if not result.ok or result.case is None:
             if platform is not None:
@@ -312,32 +312,34 @@ class ConversationService:
     async def _finish_call(
         self, row: InboxRow, case_id: int, fence: Fence | None
     ) -> Session | None:
-        """A decided call's job: run it once approved (with the case's key, the same after a
-        crash), then store what its agent is told, which starts the agent's turn. None when
-        there is nothing left to do (the case or the conversation is gone)."""
+        """A decided case's job: run an approved call once (with the case's key, the same
+        after a crash), then store what the agent whose turn it is now is told, which starts
+        that turn. None when there is nothing left to do (the case or the conversation is
+        gone)."""
         case = await self.store.get_case(case_id)
         session = await self.store.get_session(row.session_id or 0)
-        if case is None or case.call is None or session is None:
+        if case is None or session is None or (case.call is None and case.kind != "pause"):
             await self.store.finish(row, fence)
             return None
-        call = case.call
         result = None
-        if case.status == "approved":
-            result = case.result or await self._run(call, f"case-{case.id}")
-            note = approvals.approved(call.tool, result.content, result.is_error)
+        approved = case.status == "approved"
+        if case.call is not None:
+            call = case.call
+            agent = call.agent
+            if approved:
+                result = case.result or await self._run(call, f"case-{case.id}")
+                note = approvals.approved(call.tool, result.content, result.is_error)
+            else:
+                note = approvals.rejected(call.tool)
         else:
-            note = approvals.rejected(call.tool)
-        log.info(
-            "case #%d: the %s call to %s goes back to %s",
-            case.id,
-            case.status,
-            call.tool,
-            call.agent,
-        )
+            following = self.workflow.after(case.agent)
+            agent = following if approved and following is not None else case.agent
+            note = approvals.reviewed(case.agent, approved, agent)
+        log.info("case #%d (%s, %s): %s goes on", case.id, case.kind, case.status, agent)
         step = Step(
             session.id,
-            items=(ContinuationPrompt(call.agent, note),),
-            agent=call.agent if call.agent in self.workflow.agents else None,
+            items=(ContinuationPrompt(agent, note),),
+            agent=agent if agent in self.workflow.agents else None,
             result=None if result is None else (case.id, result),
             turn=TurnMark(row.id, started=True),
             fence=fence,

@@ -62,13 +62,15 @@ class CaseCard:
         case = self.case
         if case.call is not None:
             return f"Case #{case.id}: {case.agent} asks to run {case.call.tool} ({case.status})"
+        if case.kind == "pause":
+            return f"Case #{case.id}: review of {case.agent}'s step ({case.status})"
         return f"Case #{case.id}: {case.agent} review ({case.status})"
 
 
 def available(case: Case, taken_over: bool) -> tuple[Action, ...]:
     """The actions a card offers: none once closed; approve and reject only while open (an
     approval offers nothing else)."""
-    if case.kind == "approval":
+    if case.kind != "review":  # an approval, a pipeline's pause: a verdict, nothing else
         return ("approve", "reject") if case.status == "open" else ()
     if case.status == "closed":
         return ()
@@ -108,7 +110,13 @@ class Moderation:
         return CaseCard(case, lines_kept, available(case, taken_over))
 
     async def act(
-        self, case_id: int, action: Action, moderator: str, *, agent: str | None = None
+        self,
+        case_id: int,
+        action: Action,
+        moderator: str,
+        *,
+        agent: str | None = None,
+        note: str | None = None,
     ) -> ActionResult:
         """Apply `action` by `moderator`; a stale or impossible action changes nothing."""
         case = await self.store.get_case(case_id)
@@ -117,7 +125,7 @@ class Moderation:
         async with self.threads.hold(case.key) as fence:
             session = await self.store.get_session(case.session_id)
             holder = session.taken_over_by if session is not None else None
-            change = self._plan(case, action, moderator, holder, agent)
+            change = self._plan(case, action, moderator, holder, agent, note)
             if isinstance(change, str):
                 return ActionResult(False, change, case)
             post = Post("notice", change.announce, MODERATOR, None)
@@ -144,21 +152,27 @@ class Moderation:
         return ActionResult(True, f"Case #{case.id}: {change.announce}", done, (post,))
 
     def _plan(
-        self, case: Case, action: Action, moderator: str, holder: str | None, agent: str | None
+        self,
+        case: Case,
+        action: Action,
+        moderator: str,
+        holder: str | None,
+        agent: str | None,
+        note: str | None = None,
     ) -> _Change | str:
         """What the action changes, or why it cannot be done."""
         if case.status == "closed":
             return f"Case #{case.id} is already closed."
-        if case.kind == "approval":
-            return self._decide_call(case, action, moderator)
+        if case.kind != "review":
+            return self._decide(case, action, moderator, note)
         match action:
             case "approve" | "reject":
                 if case.status != "open":
                     return _stale(case)
                 verdict: CaseStatus = "approved" if action == "approve" else "rejected"
-                note = ModeratorMessage(moderator, f"The moderator {verdict} the request.")
+                said = ModeratorMessage(moderator, f"The moderator {verdict} the request.")
                 return _Change(
-                    f"A moderator {verdict} this request.", ("open",), verdict, items=(note,)
+                    f"A moderator {verdict} this request.", ("open",), verdict, items=(said,)
                 )
             case "takeover":
                 if holder is not None:
@@ -191,20 +205,24 @@ class Moderation:
                 )
         return f"Unknown action {action!r}."
 
-    def _decide_call(self, case: Case, action: Action, moderator: str) -> _Change | str:
-        """Approve or reject a call: the verdict is stored with the thread's job of finishing
-        it (running it once approved, then letting its agent go on)."""
+    def _decide(
+        self, case: Case, action: Action, moderator: str, note: str | None
+    ) -> _Change | str:
+        """Approve or reject a call or a pipeline's step: the verdict (with the moderator's
+        note, which every agent reads) is stored with the thread's job of going on (running
+        the call once approved; the next step, or the same one again)."""
         if action not in ("approve", "reject"):
-            return f"Case #{case.id} asks for an approval: approve or reject it."
+            return f"Case #{case.id} waits for a verdict: approve or reject it."
         if case.status != "open":
             return _stale(case)
         verdict: CaseStatus = "approved" if action == "approve" else "rejected"
-        tool = case.call.tool if case.call is not None else "a tool"
+        what = f"the call to {case.call.tool}" if case.call else f"{case.agent}'s step"
+        said = ModeratorMessage(moderator, note) if note else None
         return _Change(
             f"A moderator {verdict} this request.",
             ("open",),
             verdict,
-            items=(Notice(f"{moderator} {verdict} the call to {tool}."),),
+            items=(Notice(f"{moderator} {verdict} {what}."), *((said,) if said else ())),
             resume=True,
         )
 

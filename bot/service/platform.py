@@ -36,6 +36,7 @@ class Click:
     actor: str
     context: Any = field(default=None, compare=False, repr=False)
     agent: str | None = None  # "hand back" to this agent rather than the case's
+    note: str | None = None  # a verdict's note, for the agents (a pipeline's next step)
     id: str | None = None  # the platform's id of this click: a repeat of it counts once
 
 

@@ -47,8 +47,9 @@ FAILED_TEXT = (
 )
 CLOSED_TEXT = "This conversation is closed. Mention me to start a new one."
 REVIEW_NOTICE = "A specialist will look at this with you."  # a handoff to a review agent
+PAUSE_NOTICE = "Your request is with a reviewer; I'll come back to you here."
 APPROVAL_NOTICE = "This needs a team member's approval; I'll come back to you here."
-_ENDS = (ev.AwaitingUser, ev.Closed, ev.TurnStopped)
+_ENDS = (ev.AwaitingUser, ev.Closed, ev.TurnStopped, ev.Paused)
 
 Deliver = Callable[[], Awaitable[object]]
 
@@ -199,7 +200,9 @@ class Turns:
         """The posts a step owes the thread; a reply is queued with the model call that wrote
         it. A handoff's target gets a placeholder of its own (its persona) while it thinks."""
         match event:
-            case ev.ModelCalled(agent=agent, reply=reply) if reply.text and reply.text.strip():
+            case ev.ModelCalled(agent=agent, reply=reply, shown=True) if (
+                reply.text and reply.text.strip()
+            ):
                 return [Post("reply", reply.text, self.workflow.agent(agent).display, agent)]
             case ev.HandoffSent(source=source, target=target, reason=reason):
                 log.info("session %s: %s handed off to %s", session.key, source, target)
@@ -212,6 +215,8 @@ class Turns:
                     [Post("working", WORKING_TEXT, persona, target)] if self.placeholders else []
                 )
                 return line + waiting
+            case ev.Paused(agent=agent):
+                return [Post("notice", PAUSE_NOTICE, self.workflow.agent(agent).display, agent)]
             case ev.Guarded(agent=agent, reply=reply) if reply:
                 return [Post("notice", reply, self.workflow.agent(agent).display, agent)]
             case ev.ApprovalAsked(agent=agent):
@@ -244,8 +249,12 @@ def _held(event: ev.Event) -> bool:
     a reply and the end of its turn, and a reply of calls only is stored with their results."""
     if isinstance(event, ev.AgentMessage):
         return True
+    if isinstance(event, ev.Guarded):  # a replaced reply's note is stored with the reply
+        return event.stage == "output"
     if isinstance(event, ev.ModelCalled):
         reply = event.reply
+        if not event.shown:  # a pipeline's inner step: the next step is slow, store it now
+            return False
         return not reply.tool_calls or not (reply.text and reply.text.strip())
     return False
 
@@ -260,10 +269,11 @@ def _usage(events: list[ev.Event]) -> ModelUsage | None:
 
 
 def _opens_case(workflow: Workflow, event: ev.Event) -> bool:
-    """A handoff to a review agent, or a call that waits for approval, opens a case."""
+    """A handoff to a review agent, a call that waits for approval or a pipeline's pause
+    opens a case."""
     if isinstance(event, ev.HandoffSent):
         return workflow.agent(event.target).review
-    return isinstance(event, ev.ApprovalAsked)
+    return isinstance(event, ev.ApprovalAsked | ev.Paused)
 
 
 def _case(event: ev.Event) -> NewCase:
@@ -272,5 +282,7 @@ def _case(event: ev.Event) -> NewCase:
         return NewCase(
             event.agent, None, PendingCall(call.id, call.name, call.arguments, event.agent)
         )
+    if isinstance(event, ev.Paused):
+        return NewCase(event.agent, f"Review {event.agent}'s step", kind="pause")
     assert isinstance(event, ev.HandoffSent)
     return NewCase(event.target, event.reason)

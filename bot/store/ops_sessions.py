@@ -188,7 +188,7 @@ def open_case(session: Session, case: NewCase, origin: str | None) -> Op[None]:
         session.id,
         case.agent,
         case.reason,
-        "review" if call is None else "approval",
+        case.kind if call is None else "approval",
         None if call is None else to_json(dataclasses.asdict(call)),
         now,
         now,

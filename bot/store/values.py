@@ -205,6 +205,7 @@ class NewCase:
     agent: str
     reason: str | None
     call: PendingCall | None = None
+    kind: CaseKind = "review"  # "approval" when there is a `call`
 
 
 @dataclass(frozen=True, slots=True)

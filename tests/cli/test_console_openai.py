@@ -90,6 +90,6 @@ async def test_console_moderation_and_the_cases_command(tmp_path: Path) -> None:
     listing = await bot("cases", "--database", str(db), env=clean_env())
     printed, _ = await listing.communicate()
     rows = printed.decode().splitlines()
-    assert rows[0].split() == ["case", "status", "age", "moderator", "thread", "reason"]
+    assert rows[0].split() == ["case", "status", "age", "moderator", "thread", "about"]
     assert rows[1].split()[:2] == ["1", "closed"]
     assert "console-moderator" in rows[1] and "Refund without return." in rows[1]

@@ -258,7 +258,7 @@ def test_no_log_line_in_the_chat_they_go_to_a_file(open_tty: type[Tty], tmp_path
     assert tty.exit_code() == 0
     assert not re.search(rb"INFO|WARNING|bot\.service", tty.output)
     log = (tmp_path / "console.log").read_text()
-    assert "case #1 opened for Fraud" in log
+    assert "case #1 opened (review)" in log
     assert "case #1: approve by console-moderator" in log
 
 

@@ -88,7 +88,7 @@ async def test_an_existing_database_reports_its_state(tmp_path: Path) -> None:
         pass
     code, lines = await doctor(BOT_DATABASE=str(db))
     assert code == 0
-    assert lines[1] == (f"ok    database: {db}: integrity ok, schema 6 (up to date), 0 open cases")
+    assert lines[1] == (f"ok    database: {db}: integrity ok, schema 7 (up to date), 0 open cases")
     assert lines[2] == "ok    outbox: 0 post(s) waiting to be sent, none set aside"
     assert lines[3].startswith("ok    model: offline demo model")
 

@@ -61,5 +61,5 @@ def test_the_installed_package_runs_from_any_folder(tmp_path: Path) -> None:
     assert missing.returncode == 1
     assert (
         "give the path of a workflow file (--workflow or BOT_WORKFLOW), or the name of a "
-        "shipped one: content, ecommerce, helpdesk" in missing.stderr
+        "shipped one: content, content_pipeline, ecommerce, helpdesk" in missing.stderr
     )
