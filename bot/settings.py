@@ -34,6 +34,7 @@ class Settings(BaseModel):
     openai_tool_choice: str | None = None
     bot_workflow: Path = Path("ecommerce")  # a file, or the name of a shipped workflow
     bot_database: str = "data/switchboard.db"
+    bot_shop_database: str = "data/shop.db"  # the demo shop's orders (`bot.shop`)
     bot_window_items: int = Field(default=200, ge=2)
     bot_window_tokens: int = Field(default=6000, ge=100)
     bot_show_handoffs: bool = True

@@ -14,9 +14,11 @@ _OURS = ("OPENAI_", "BOT_", "SLACK_", "DISCORD_", "PORT")
 def clean_env(**settings: str) -> dict[str, str]:
     """This process's environment without any Switchboard setting, plus `settings`. A start
     does not wait for redeliveries (`BOT_START_SETTLE_MS=0`, 2 s otherwise) unless a test says
-    so: the crash soaks, which kill processes, keep the default."""
+    so: the crash soaks, which kill processes, keep the default. The demo shop is the test's
+    own (see `tests/conftest.py`)."""
     own = {k: v for k, v in os.environ.items() if not k.startswith(_OURS)}
-    return own | {"BOT_START_SETTLE_MS": "0"} | settings
+    shop = {"BOT_SHOP_DATABASE": os.environ.get("BOT_SHOP_DATABASE", "")}  # the test's own
+    return own | {"BOT_START_SETTLE_MS": "0"} | {k: v for k, v in shop.items() if v} | settings
 
 
 async def bot(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
