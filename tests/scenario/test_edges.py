@@ -11,6 +11,7 @@ import pytest
 
 from bot.engine import HandoffSent
 from bot.engine.errors import WorkflowError
+from bot.engine.graph import mermaid
 from bot.engine.loader import parse_workflow
 from bot.engine.transcript import AgentReply, Item, UserTurn
 from bot.testing import ScriptedModel, call, say
@@ -113,3 +114,9 @@ def test_bad_edge_options_name_the_field() -> None:
         parse_workflow(flow(history="{last: 0}"))
     with pytest.raises(WorkflowError, match=r"handoffs\[0\]\.when: cannot import"):
         parse_workflow(flow(when="nowhere"))
+
+
+def test_graph_marks_a_conditional_edge() -> None:
+    drawn = mermaid(parse_workflow(flow(when="verified")))
+    assert 'a0_Triage -.->|"when verified"| a1_Refunds' in drawn
+    assert "a0_Triage --> a1_Refunds" in mermaid(parse_workflow(flow()))
