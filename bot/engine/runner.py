@@ -163,35 +163,16 @@ class Runner:
         model_calls, handoffs, continuations = state.model_calls, state.handoffs, state.continued
         while True:
             if pending is None:
-                if model_calls >= workflow.limits.max_model_calls:
-                    log.warning("loop guard: %d model calls in one turn, stopping", model_calls)
-                    yield ev.TurnStopped(agent, "max_model_calls", Notice(LOOP_GUARD_NOTICE))
-                    return
-                asked: _Asked | None = None
-                try:
-                    async for step in self._ask(agent, items):
-                        if isinstance(step, ev.Writing):
-                            yield step
-                        else:
-                            asked = step
-                except ModelError as exc:
-                    log.warning("model call for %s failed: %s", agent, exc)
-                    yield ev.TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
-                    return
-                assert asked is not None
-                if asked.guarded is not None:
-                    yield asked.guarded  # before the reply: a stored step ends on the reply
-                reply = asked.reply
-                model_calls += asked.calls
-                pending, answered = (
-                    AgentReply(agent, reply.text or None, reply.tool_calls),
-                    frozenset(),
-                )
-                items.append(pending)
-                model = reply.model or self._model_name(agent)
-                yield ev.ModelCalled(agent, pending, model, reply.usage)
-                if reply.text and reply.text.strip():
-                    yield ev.AgentMessage(agent, reply.text)
+                spoken: _Spoken | None = None
+                async for out in self._speak(agent, items, model_calls):
+                    if isinstance(out, _Spoken):
+                        spoken = out
+                    else:
+                        yield out
+                if spoken is None:
+                    return  # stopped: the model failed, or the loop guard
+                model_calls += spoken.calls
+                pending, answered = spoken.reply, frozenset()
             held = frozenset(i.source for i in items[begin + 1 :] if isinstance(i, HandoffRecord))
             decision = self._classify(agent, pending, held, items)
             pending = None
@@ -419,33 +400,16 @@ class Runner:
         last = workflow.order[-1]
         while agent is not None:
             if pending is None:
-                if calls >= workflow.limits.max_model_calls:
-                    log.warning("loop guard: %d model calls in one turn, stopping", calls)
-                    yield ev.TurnStopped(agent, "max_model_calls", Notice(LOOP_GUARD_NOTICE))
+                spoken = None
+                async for out in self._speak(agent, items, calls, shown=agent == last):
+                    if isinstance(out, _Spoken):
+                        spoken = out
+                    else:
+                        yield out
+                if spoken is None:
                     return
-                shown = agent == last
-                asked: _Asked | None = None
-                try:
-                    async for step in self._ask(agent, items):
-                        if not isinstance(step, ev.Writing):
-                            asked = step
-                        elif shown:
-                            yield step
-                except ModelError as exc:
-                    log.warning("model call for %s failed: %s", agent, exc)
-                    yield ev.TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
-                    return
-                assert asked is not None
-                if asked.guarded is not None:
-                    yield asked.guarded
-                reply = asked.reply
-                calls += asked.calls
-                pending, answered = AgentReply(agent, reply.text, reply.tool_calls), frozenset()
-                items.append(pending)
-                model = reply.model or self._model_name(agent)
-                yield ev.ModelCalled(agent, pending, model, reply.usage, shown=shown)
-                if shown and reply.text and reply.text.strip():
-                    yield ev.AgentMessage(agent, reply.text)
+                calls += spoken.calls
+                pending, answered = spoken.reply, frozenset()
             if pending.tool_calls:
                 for event in await self._answer(
                     agent, pending.tool_calls, None, answered, frozenset(), items
@@ -463,6 +427,39 @@ class Runner:
                 return
             agent = workflow.after(agent)
         yield ev.AwaitingUser(last)
+
+    async def _speak(
+        self, agent: str, items: list[Item], calls: int, *, shown: bool = True
+    ) -> AsyncIterator[ev.Event | _Spoken]:
+        """One reply of `agent`, joined to `items`: its events (the text as it is written when
+        `shown`, a guardrail's note, the model call, the message), then `_Spoken` last; or a
+        `TurnStopped` and nothing more when the model fails or the loop guard holds."""
+        if calls >= self.workflow.limits.max_model_calls:
+            log.warning("loop guard: %d model calls in one turn, stopping", calls)
+            yield ev.TurnStopped(agent, "max_model_calls", Notice(LOOP_GUARD_NOTICE))
+            return
+        asked: _Asked | None = None
+        try:
+            async for step in self._ask(agent, items):
+                if not isinstance(step, ev.Writing):
+                    asked = step
+                elif shown:
+                    yield step
+        except ModelError as exc:
+            log.warning("model call for %s failed: %s", agent, exc)
+            yield ev.TurnStopped(agent, "model_error", Notice(MODEL_ERROR_NOTICE))
+            return
+        assert asked is not None
+        if asked.guarded is not None:
+            yield asked.guarded  # before the reply: a stored step ends on the reply
+        reply = asked.reply
+        pending = AgentReply(agent, reply.text or None, reply.tool_calls)
+        items.append(pending)
+        model = reply.model or self._model_name(agent)
+        yield ev.ModelCalled(agent, pending, model, reply.usage, shown=shown)
+        if shown and reply.text and reply.text.strip():
+            yield ev.AgentMessage(agent, reply.text)
+        yield _Spoken(pending, asked.calls)
 
     def _pause(self, agent: str) -> ev.Paused:
         log.info("pipeline paused after %s for a review", agent)
@@ -640,6 +637,14 @@ class _Stage:
         if pending is not None and answered >= {call.id for call in pending.tool_calls}:
             pending = None  # every call has its result: the agent is asked again
         return cls(agent, pending, frozenset(answered), calls, paused)
+
+
+@dataclass(frozen=True, slots=True)
+class _Spoken:
+    """The end of `_speak`: the reply stored, and how many model calls it took."""
+
+    reply: AgentReply
+    calls: int
 
 
 @dataclass(frozen=True, slots=True)
