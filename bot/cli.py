@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from bot.adapters.console import COMMANDS, Console, ConsolePlatform, new_thread_name
 from bot.adapters.terminal import Style, Terminal
+from bot.engine import mcp
 from bot.engine.errors import FileError, WorkflowError
 from bot.engine.graph import mermaid
 from bot.engine.loader import load_workflow
@@ -163,6 +164,9 @@ def _check(paths: Sequence[Path]) -> int:
         for warning in workflow.warnings:
             print(f"{path}: warning: {warning}", file=sys.stderr)
         print(f"{path}: ok ({workflow.shape})")
+        for line in asyncio.run(mcp.describe(workflow)):  # each declared MCP server, started once
+            print(f"{path}: {line}")
+            failed |= line.startswith("FAIL")
     return 1 if failed else 0
 
 

@@ -1,4 +1,5 @@
-"""`python -m bot doctor`: check configuration, database, model endpoint and platform tokens.
+"""`python -m bot doctor`: check configuration, MCP servers, database, model endpoint and
+platform tokens.
 
 The checks run side by side, each under a time limit, and each ends in its findings, one line
 apiece, whatever happens inside it (a refused connection, an unknown host, a hang, a bug): one
@@ -15,6 +16,8 @@ from typing import Any
 
 import aiohttp
 
+from bot.engine import mcp
+from bot.engine.agents import McpServer
 from bot.engine.errors import WorkflowError
 from bot.engine.loader import find_workflow, load_workflow
 from bot.settings import Settings
@@ -22,6 +25,7 @@ from bot.store import Store, StoreError, store_for
 from bot.store.values import Unmigrated
 
 TIMEOUT_S = 10.0
+MCP_START_S = 6.0  # a server that does not answer is named before the check's own limit
 _UNREACHABLE = (aiohttp.ClientError, OSError)  # OSError covers TimeoutError and DNS failures
 
 
@@ -43,6 +47,7 @@ async def diagnose(settings: Settings) -> list[Finding]:
     store = store_for(settings.bot_database, read_only=True)
     checks: list[tuple[str, str, Awaitable[Finding | list[Finding]]]] = [
         ("workflow", str(settings.bot_workflow), asyncio.to_thread(_workflow, settings)),
+        ("mcp", "the MCP servers", _mcp(settings)),
         ("database", store.where, _database(store)),
         ("model", settings.openai_base_url or "OpenAI", _model(settings)),
     ]
@@ -81,6 +86,25 @@ def _workflow(settings: Settings) -> Finding:
     return Finding(
         True, "workflow", f"{where}: {len(workflow.agents)} agents, start {workflow.start}{extra}"
     )
+
+
+async def _mcp(settings: Settings) -> list[Finding]:
+    """Each MCP server the workflow declares, started (or reached) and its tools listed, then
+    stopped; a workflow that does not load is the workflow check's finding, not this one's."""
+    try:
+        workflow = await asyncio.to_thread(load_workflow, settings.bot_workflow)
+    except WorkflowError:
+        return []
+    return list(await asyncio.gather(*(_mcp_server(server) for server in mcp.servers(workflow))))
+
+
+async def _mcp_server(server: McpServer) -> Finding:
+    area = f"mcp {server.label}"
+    try:
+        names = await mcp.probe(server, MCP_START_S)
+    except mcp.McpError as exc:
+        return Finding(False, area, str(exc))
+    return Finding(True, area, mcp.tool_count(names))
 
 
 async def _database(store: Store) -> list[Finding]:

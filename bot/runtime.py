@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bot.engine.loader import load_workflow
+from bot.engine.mcp import connected
 from bot.engine.text import Bounds
 from bot.models.base import ChatModel
 from bot.models.select import close_model, make_model
@@ -35,9 +36,12 @@ async def open_service(
     loaded = load_workflow(workflow or settings.bot_workflow)
     chosen = model or make_model(settings)
     try:
-        async with store_for(database or settings.bot_database, serving=True) as store:
+        async with (
+            connected(loaded) as tooled,  # its agents' MCP servers, started once, stopped after
+            store_for(database or settings.bot_database, serving=True) as store,
+        ):
             yield ConversationService(
-                loaded,
+                tooled,
                 chosen,
                 store,
                 platform,

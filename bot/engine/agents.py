@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from bot.engine.guardrails import NONE, Guardrails
@@ -29,8 +30,19 @@ class McpServer:
 
     @property
     def label(self) -> str:
-        """How logs, `check` and `doctor` name it (never its environment: it may hold secrets)."""
-        return self.url or " ".join((self.command or "", *self.args))
+        """How logs, `check` and `doctor` name it: never its environment, a URL's user and
+        password or query, nor the value after an argument that names a secret."""
+        if self.url:
+            return _SECRET_IN_URL.sub(r"\1", self.url.split("?")[0])
+        shown: list[str] = []
+        for arg in (self.command or "", *self.args):
+            hidden = bool(shown) and _SECRET_ARG.search(shown[-1]) is not None
+            shown.append("***" if hidden and not arg.startswith("-") else arg)
+        return " ".join(_SECRET_ARG.sub(r"\1=***", arg) if "=" in arg else arg for arg in shown)
+
+
+_SECRET_IN_URL = re.compile(r"^(\w+://)[^/@]*@")
+_SECRET_ARG = re.compile(r"^(--?[\w-]*(?:token|key|secret|password)[\w-]*)(?:=.*)?$", re.I)
 
 
 @dataclass(frozen=True, slots=True)
