@@ -21,7 +21,8 @@ from bot.engine.errors import FileError, WorkflowError
 from bot.engine.graph import mermaid
 from bot.engine.loader import load_workflow
 from bot.models.select import describe, make_model, model_name, require_real_model
-from bot.runtime import open_service
+from bot.observe.logs import formatter
+from bot.runtime import monitoring, open_service, tracing
 from bot.service import ConversationService
 from bot.service.export import to_json, to_markdown
 from bot.service.moderation import summary
@@ -30,7 +31,7 @@ from bot.store import Session, Store, StoreError, is_postgres, store_for
 from bot.store.values import Case, DeadLetter
 
 T = TypeVar("T")
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_TRACED = ("console", "eval", "slack", "discord")  # the commands that run turns
 
 
 class UsageError(Exception):
@@ -83,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
     sessions.add_argument("--limit", type=int, default=50)
 
+    stats = commands.add_parser(
+        "stats", help="per workflow: handoffs, agents reached, model usage, cases, turns"
+    )
+    stats.add_argument("--database", help="SQLite file (default: BOT_DATABASE)")
+    stats.add_argument("--workflow", metavar="NAME", help="only this workflow")
+    stats.add_argument("--days", type=float, help="only conversations opened in the last N days")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+
     commands.add_parser("doctor", help="check configuration, database, model and platforms")
 
     migrate = commands.add_parser("migrate", help="copy conversations from SQLite to PostgreSQL")
@@ -114,33 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.command != "console":  # the console keeps log lines out of the chat
-            logging.basicConfig(level=settings.bot_log_level.upper(), format=_LOG_FORMAT)
-        match args.command:
-            case "check":
-                return _check(args.workflows)
-            case "graph":
-                sys.stdout.write(mermaid(load_workflow(args.workflow)))
-                return 0
-            case "console":
-                return asyncio.run(_console(settings, args))
-            case "eval":
-                return asyncio.run(_eval(settings, args))
-            case "slack":
-                return asyncio.run(_slack(settings))
-            case "discord":
-                return asyncio.run(_discord(settings, args.shard_id, args.shard_count))
-            case "sessions":
-                return asyncio.run(_sessions(settings, args))
-            case "export":
-                return asyncio.run(_export(settings, args))
-            case "cases":
-                return asyncio.run(_cases(settings, args))
-            case "dead-letters":
-                return asyncio.run(_dead_letters(settings, args))
-            case "doctor":
-                return asyncio.run(_doctor(settings))
-            case "migrate":
-                return asyncio.run(_migrate(args.source, args.target))
+            handler = logging.StreamHandler()
+            handler.setFormatter(formatter(settings.bot_log_format))
+            logging.basicConfig(level=settings.bot_log_level.upper(), handlers=[handler])
+        if args.command in _TRACED:
+            with tracing(settings):
+                return _run(args, settings)
+        return _run(args, settings)
     except (FileError, SettingsError, StoreError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -149,6 +138,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    """The command `args` names."""
+    match args.command:
+        case "check":
+            return _check(args.workflows)
+        case "graph":
+            sys.stdout.write(mermaid(load_workflow(args.workflow)))
+            return 0
+        case "console":
+            return asyncio.run(_console(settings, args))
+        case "eval":
+            return asyncio.run(_eval(settings, args))
+        case "slack":
+            return asyncio.run(_slack(settings))
+        case "discord":
+            return asyncio.run(_discord(settings, args.shard_id, args.shard_count))
+        case "sessions":
+            return asyncio.run(_sessions(settings, args))
+        case "export":
+            return asyncio.run(_export(settings, args))
+        case "cases":
+            return asyncio.run(_cases(settings, args))
+        case "dead-letters":
+            return asyncio.run(_dead_letters(settings, args))
+        case "stats":
+            return asyncio.run(_stats(settings, args))
+        case "doctor":
+            return asyncio.run(_doctor(settings))
+        case "migrate":
+            return asyncio.run(_migrate(args.source, args.target))
     return 2
 
 
@@ -219,7 +240,7 @@ def _console_logging(
         handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=1_000_000, backupCount=1, encoding="utf-8", delay=True
         )
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler.setFormatter(formatter(settings.bot_log_format))
     logging.basicConfig(level=level, handlers=[handler])
 
 
@@ -317,7 +338,12 @@ async def _discord(settings: Settings, shard_id: int | None, shard_count: int | 
     config = DiscordConfig.from_settings(settings, shard_id=shard_id, shard_count=shard_count)
     require_real_model(settings, "discord")
     client = SwitchboardClient(config)
-    async with open_service(settings, client) as service:
+    async with (
+        open_service(settings, client) as service,
+        monitoring(
+            settings, service, lambda: client.is_ready() and bool(client.ws and client.ws.open)
+        ),
+    ):
         await serve(service, client)
     return 0
 
@@ -328,8 +354,11 @@ async def _slack(settings: Settings) -> int:
     config = SlackConfig.from_settings(settings)
     require_real_model(settings, "slack")
     platform = slack_platform(config)
-    async with open_service(settings, platform) as service:
-        await serve(service, platform, config)
+    async with (
+        open_service(settings, platform) as service,
+        monitoring(settings, service) as probe,  # `serve` says how to see it is connected
+    ):
+        await serve(service, platform, config, probe)
     return 0
 
 
@@ -368,6 +397,23 @@ async def _migrate(source: str, target: str) -> int:
 
     copied = await migrate(source, target)
     print(", ".join(f"{count} {table}" for table, count in copied.items()) + " copied.")
+    return 0
+
+
+async def _stats(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.observe import stats
+
+    if args.days is not None and args.days <= 0:
+        raise UsageError("--days must be more than 0")
+    since = 0.0 if args.days is None else time.time() - args.days * 86400
+    async with store_for(_database(settings, args.database), read_only=True) as store:
+        found = await stats.collect(store, since, args.workflow)
+    if args.json:
+        sys.stdout.write(stats.to_json(found))
+        return 0
+    period = f" in the last {args.days:g} days" if args.days is not None else ""
+    about = f" of workflow {args.workflow}" if args.workflow else ""
+    sys.stdout.write(stats.to_text(found, f"No conversations{about}{period}."))
     return 0
 
 

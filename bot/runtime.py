@@ -7,18 +7,24 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.engine.loader import load_workflow
 from bot.engine.mcp import connected
 from bot.engine.text import Bounds
 from bot.models.base import ChatModel
 from bot.models.select import close_model, make_model
+from bot.observe import hooks
+from bot.observe import tracing as traces
 from bot.service import ConversationService, Platform, WindowBudget
-from bot.settings import Settings
-from bot.store import store_for
+from bot.settings import Settings, SettingsError
+from bot.store import Store, store_for
+
+if TYPE_CHECKING:
+    from bot.observe.server import Connected, Probe
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +107,47 @@ async def _sweep(service: ConversationService, every: float) -> None:
         except Exception as exc:
             log.warning("sweep failed (%s); trying again", type(exc).__name__)
         await asyncio.sleep(every)
+
+
+@contextlib.contextmanager
+def tracing(settings: Settings, environ: Mapping[str, str] | None = None) -> Iterator[bool]:
+    """Traces as the `OTEL_*` variables say (off when none is set), for the life of a command;
+    what is still buffered is sent on the way out. Yields whether tracing is on."""
+    try:
+        on = traces.configure(environ, trace_content=settings.bot_trace_content)
+    except traces.TracingError as exc:
+        raise SettingsError(str(exc)) from None
+    try:
+        yield on
+    finally:
+        traces.shutdown()
+
+
+@asynccontextmanager
+async def monitoring(
+    settings: Settings, service: ConversationService, is_connected: Connected | None = None
+) -> AsyncIterator[Probe]:
+    """Count the service's metrics, and serve `/metrics`, `/healthz` and `/readyz` on
+    `BOT_METRICS_PORT` when it is set. The probe it yields answers `/readyz` (the adapter may
+    tell it how to see that the platform is connected) and lets Slack's HTTP mode serve the same
+    endpoints on its own port."""
+    from bot.observe import metrics, server
+
+    store = service.store
+    if not isinstance(store, Store):
+        raise TypeError(f"monitoring needs the bot's Store, not {type(store).__name__}")
+    counted = metrics.for_workflow(service.workflow)
+    probe = server.Probe(store, counted)
+    if is_connected is not None:
+        probe.connected = is_connected
+    hooks.use_metrics(counted)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.bot_metrics_port is not None:
+                port = await stack.enter_async_context(
+                    server.serve(probe, settings.bot_metrics_port)
+                )
+                print(f"Metrics: /metrics, /healthz and /readyz on port {port}.", flush=True)
+            yield probe
+    finally:
+        hooks.use_metrics(None)

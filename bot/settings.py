@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -51,6 +51,9 @@ class Settings(BaseModel):
     bot_lease_s: float = Field(default=15.0, ge=1, le=300)
     bot_sweep_s: float = Field(default=1.0, gt=0, le=60)
     bot_log_level: str = "WARNING"
+    bot_log_format: Literal["text", "json"] = "text"  # json: one object per line
+    bot_metrics_port: int | None = Field(default=None, ge=0, le=65535)  # /metrics, /healthz
+    bot_trace_content: bool = False  # message text in trace attributes (off: never)
 
     slack_bot_token: SecretStr | None = None
     slack_app_token: SecretStr | None = None
@@ -75,6 +78,12 @@ class Settings(BaseModel):
     def _omit(cls, value: object) -> object:
         """`omit` leaves the field out of requests, for servers that reject it."""
         return None if isinstance(value, str) and value.strip().lower() == "omit" else value
+
+    @field_validator("bot_log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        """`JSON` and `json` alike."""
+        return value.strip().lower() if isinstance(value, str) else value
 
     def settle_s(self, shared: bool) -> float:
         """How long a message waits for one stamped earlier: 200 ms where several processes

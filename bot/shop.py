@@ -235,8 +235,14 @@ def cancel_order(order_id: str, idempotency_key: str | None = None) -> dict[str,
 
 
 def large_refund(arguments: dict[str, Any]) -> bool:
-    """The approval condition of `issue_refund`: a refund above 100 waits for a moderator."""
-    return float(arguments["amount"]) > LARGE_REFUND
+    """The approval condition of `issue_refund`: a refund that takes the order's refunds above
+    100 waits for a moderator (so splitting one into small ones does not get round it)."""
+    try:
+        with _transaction() as db:
+            refunded = float(_order(db, str(arguments["order_id"]))["refunded_cents"]) / 100
+    except ShopError:
+        refunded = 0.0  # no such order: the refund itself will say so
+    return refunded + float(arguments["amount"]) > LARGE_REFUND
 
 
 def _today() -> date:

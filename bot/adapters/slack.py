@@ -26,6 +26,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack_platform import DM_THREAD, PLATFORM, SlackPlatform
+from bot.observe.server import Probe, add_routes
 from bot.runtime import serving, stop_signal
 from bot.service import Click, ConversationService, IncomingMessage
 from bot.settings import Settings, SettingsError
@@ -221,6 +222,10 @@ def _readable(body: bytes) -> bool:
         return False
 
 
+def _signed_in() -> bool:
+    return True
+
+
 def slack_platform(config: SlackConfig) -> SlackPlatform:
     """The platform the service posts through, on the configured Web API."""
     return SlackPlatform(
@@ -230,8 +235,15 @@ def slack_platform(config: SlackConfig) -> SlackPlatform:
     )
 
 
-async def serve(service: ConversationService, platform: SlackPlatform, config: SlackConfig) -> None:
-    """Check the token, then take events over Socket Mode or HTTP until cancelled."""
+async def serve(
+    service: ConversationService,
+    platform: SlackPlatform,
+    config: SlackConfig,
+    probe: Probe | None = None,
+) -> None:
+    """Check the token, then take events over Socket Mode or HTTP until cancelled. `probe` (see
+    `runtime.monitoring`) is told how to see that Slack is connected, and in HTTP mode its
+    `/metrics`, `/healthz` and `/readyz` are served on the events port too."""
     app = build_app(service, platform, config)
     try:
         identity = await app.client.auth_test()
@@ -251,11 +263,17 @@ async def serve(service: ConversationService, platform: SlackPlatform, config: S
         if config.app_token:
             handler = AsyncSocketModeHandler(app, config.app_token)
             await handler.connect_async()  # type: ignore[no-untyped-call]
+            if probe is not None:
+                probe.connected = handler.client.is_connected
             print("Slack: connected over Socket Mode.", flush=True)
             await stop.wait()
             await handler.close_async()  # type: ignore[no-untyped-call]
         else:
-            runner = web.AppRunner(events_app(app, config), access_log=None)
+            web_app = events_app(app, config)
+            if probe is not None:  # one port: Slack's events, and the operator's endpoints
+                add_routes(web_app, probe)
+                probe.connected = _signed_in  # the token was accepted above
+            runner = web.AppRunner(web_app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, "0.0.0.0", config.port)
             await site.start()

@@ -30,19 +30,31 @@ class McpServer:
 
     @property
     def label(self) -> str:
-        """How logs, `check` and `doctor` name it: never its environment, a URL's user and
-        password or query, nor the value after an argument that names a secret."""
+        """How logs, `check` and `doctor` name it: never its environment, nor what looks like a
+        credential in its URL or arguments (a URL's user and password or query, the value of
+        an argument or `NAME=` that names a secret, a header)."""
         if self.url:
-            return _SECRET_IN_URL.sub(r"\1", self.url.split("?")[0])
+            return _hide_in_url(self.url.split("?")[0])
         shown: list[str] = []
         for arg in (self.command or "", *self.args):
-            hidden = bool(shown) and _SECRET_ARG.search(shown[-1]) is not None
-            shown.append("***" if hidden and not arg.startswith("-") else arg)
-        return " ".join(_SECRET_ARG.sub(r"\1=***", arg) if "=" in arg else arg for arg in shown)
+            after_secret = bool(shown) and _SECRET_FLAG.match(shown[-1]) is not None
+            if after_secret and not arg.startswith("-"):
+                shown.append("***")
+            elif "=" in arg and _SECRET_NAME.search(arg.split("=", 1)[0]):
+                shown.append(arg.split("=", 1)[0] + "=***")
+            else:
+                shown.append(_hide_in_url(arg))
+        return " ".join(shown)
 
 
-_SECRET_IN_URL = re.compile(r"^(\w+://)[^/@]*@")
-_SECRET_ARG = re.compile(r"^(--?[\w-]*(?:token|key|secret|password)[\w-]*)(?:=.*)?$", re.I)
+def _hide_in_url(text: str) -> str:
+    return _USER_IN_URL.sub(r"\1", text)
+
+
+_SECRET = r"token|key|secret|password|passwd|auth|credential|bearer|header"
+_SECRET_NAME = re.compile(_SECRET, re.I)
+_SECRET_FLAG = re.compile(rf"^(-H|--?[\w-]*({_SECRET})[\w-]*)$", re.I)
+_USER_IN_URL = re.compile(r"(\w+://)[^/@\s]*@")
 
 
 @dataclass(frozen=True, slots=True)

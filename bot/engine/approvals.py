@@ -10,6 +10,17 @@ AWAITING_APPROVAL = (
 )
 
 
+STILL_AWAITING_APPROVAL = (
+    "Not run: this same call already waits for a moderator's approval. Tell the customer it is "
+    "still being reviewed; do not call it again."
+)
+
+
+def decided(note: str, tool: str) -> bool:
+    """Whether a note to an agent gives the verdict on its call to `tool`."""
+    return f"your call to {tool}" in note
+
+
 def approved(tool: str, result: str, is_error: bool) -> str:
     """The note that gives the agent an approved call's result."""
     outcome = "it failed" if is_error else "it ran"

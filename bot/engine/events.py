@@ -100,7 +100,9 @@ class HandoffSent:
         record = t.HandoffRecord(self.source, self.target, self.reason, self.data or None)
         if self.hook_error is None:
             return (self.outcome, record)
-        return (self.outcome, record, t.Notice(f"on_handoff failed: {self.hook_error}"))
+        # The note comes before the record: a stored step never ends on a notice unless the
+        # turn ended (that is how a resumed turn knows it is finished).
+        return (self.outcome, t.Notice(f"on_handoff failed: {self.hook_error}"), record)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, ValidationError, create_model
 
+from bot.engine.text import why_not_json
 from bot.models.base import ToolSpec
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,8 @@ class HandoffTool:
             return {}, None
         try:
             given = json.loads(arguments or "{}")
-        except json.JSONDecodeError as exc:
-            return {}, f"the arguments are not valid JSON ({exc.msg})"
+        except ValueError as exc:  # JSONDecodeError, or a number too long to read
+            return {}, f"the arguments are not valid JSON ({why_not_json(exc)})"
         if not isinstance(given, dict):
             return {}, "the arguments must be a JSON object"
         given.pop("reason", None)
@@ -187,7 +188,7 @@ def handoff_reason(arguments: str) -> str | None:
     """The `reason` argument of a handoff call; malformed arguments simply give no reason."""
     try:
         parsed = json.loads(arguments or "{}")
-    except json.JSONDecodeError:
+    except ValueError:  # JSONDecodeError, or a number too long to read
         return None
     reason = parsed.get("reason") if isinstance(parsed, dict) else None
     return reason.strip() or None if isinstance(reason, str) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -419,7 +420,8 @@ def _build(
         if handoff.on_handoff is not None:
             hook = _import(handoff.on_handoff, f"{where}.on_handoff", problems)
         if handoff.when is not None:
-            condition = _import(handoff.when, f"{where}.when", problems)
+            field = f"{where}.when"
+            condition = _plain(_import(handoff.when, field, problems), field, problems)
         given = handoff.history
         history = History("last", given.last) if isinstance(given, LastSpec) else History(given)
         builder.add_handoff(
@@ -531,7 +533,8 @@ def _guardrails(spec: GuardrailsSpec | None, where: str, problems: list[Problem]
     for stage, entries in (("input", spec.input), ("output", spec.output)):
         for position, entry in enumerate(entries):
             if isinstance(entry, str):
-                function = _import(entry, f"{where}.{stage}[{position}]", problems)
+                field = f"{where}.{stage}[{position}]"
+                function = _plain(_import(entry, field, problems), field, problems)
                 if function is not None:
                     stages[stage].append(guardrails.from_function(entry, function))
             elif entry.max_length is not None:
@@ -563,6 +566,17 @@ def _tool(entry: str | ToolSpecEntry, where: str, problems: list[Problem]) -> Fu
         message, _, fix = str(exc).partition("; ")
         problems.append(Problem(field, message, fix or "see the README's tool rules"))
         return None
+
+
+def _plain(
+    function: Callable[..., Any] | None, field: str, problems: list[Problem]
+) -> Callable[..., Any] | None:
+    """A check that must answer at once: a plain function, not a coroutine function."""
+    if function is not None and inspect.iscoroutinefunction(function):
+        fix = "make it a plain function (def, not async def): it is asked on every step"
+        problems.append(Problem(field, "is a coroutine function", fix))
+        return None
+    return function
 
 
 def _import(dotted: str, field: str, problems: list[Problem]) -> Callable[..., Any] | None:

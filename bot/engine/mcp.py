@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from bot.engine.agents import Agent, McpServer
 from bot.engine.errors import EngineError
-from bot.engine.text import bounded, clean
+from bot.engine.text import bounded, clean, why_not_json
 from bot.engine.tools import DEFAULT_TIMEOUT_S, ToolOutput
 from bot.engine.workflow import Workflow
 from bot.models.base import ToolSpec
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from mcp_types import Tool as ServerTool
 
 log = logging.getLogger(__name__)
+for _chatty in ("httpx", "httpx2"):  # their INFO lines print whole URLs, credentials and all
+    logging.getLogger(_chatty).setLevel(logging.WARNING)
 
 START_TIMEOUT_S = 10.0  # to start a server (or reach it) and list its tools
 RETRY_S = 30.0  # after a failed reconnect, calls fail at once for this long
@@ -84,8 +86,10 @@ class McpTool:
         """Call the tool on its server; every failure is an error output."""
         try:
             given = json.loads(arguments or "{}")
-        except json.JSONDecodeError as exc:
-            return ToolOutput(f"Error: arguments are not valid JSON ({exc.msg}).", is_error=True)
+        except ValueError as exc:  # JSONDecodeError, or a number too long to read
+            return ToolOutput(
+                f"Error: arguments are not valid JSON ({why_not_json(exc)}).", is_error=True
+            )
         if not isinstance(given, dict):
             return ToolOutput("Error: arguments must be a JSON object.", is_error=True)
         try:

@@ -23,9 +23,18 @@ class Progress:
     finished: bool
 
     @classmethod
-    def of(cls, workflow: Workflow, steps: Sequence[t.Item], active: str | None) -> Progress:
-        """The agent that goes on, the counts so far, and what is owed (see `Runner.run`)."""
+    def of(
+        cls,
+        workflow: Workflow,
+        steps: Sequence[t.Item],
+        active: str | None,
+        opening: t.Item | None = None,
+    ) -> Progress:
+        """The agent that goes on, the counts so far, and what is owed (see `Runner.run`). A
+        turn that opens with a note to an agent (a verdict on its call) is that agent's."""
         agent = workflow.entry_agent(active)
+        if isinstance(opening, t.ContinuationPrompt) and opening.agent in workflow.agents:
+            agent = opening.agent
         at = [i for i, item in enumerate(steps) if isinstance(item, t.AgentReply)]
         handoffs = [item for item in steps if isinstance(item, t.HandoffRecord)]
         continued: dict[str, int] = {}

@@ -25,16 +25,18 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from bot import observe
 from bot.engine import events as ev
 from bot.engine import guardrails, tolerance
-from bot.engine.approvals import AWAITING_APPROVAL
+from bot.engine.approvals import AWAITING_APPROVAL, STILL_AWAITING_APPROVAL, decided
 from bot.engine.handoffs import HandoffInfo, HandoffTool, handoff_reason, looks_like_handoff
 from bot.engine.progress import Progress
-from bot.engine.text import Bounds, bounded
+from bot.engine.text import Bounds, bounded, clean
 from bot.engine.tools import ToolOutput
 from bot.engine.transcript import (
     AgentReply,
@@ -135,18 +137,24 @@ class Runner:
         self._speakers = (*workflow.agents, *personas, "Moderator")
 
     async def run(
-        self, history: Sequence[Item], active: str | None, *, start: int | None = None
+        self,
+        history: Sequence[Item],
+        active: str | None,
+        *,
+        start: int | None = None,
+        scope: str = "",
     ) -> AsyncIterator[ev.Event]:
         """Run one user turn, or go on with one that was interrupted.
 
         `history` holds the turn's user message at index `start` (by default the last item),
         followed by the steps of this turn already stored, if any: the turn goes on from where
-        they stop, and a step already stored is never asked of the model again.
+        they stop, and a step already stored is never asked of the model again. `scope` names
+        the conversation for the keys of its tool calls (`call_key`).
         """
         workflow = self.workflow
         items = list(history)
         begin = len(items) - 1 if start is None else start
-        state = Progress.of(workflow, items[begin + 1 :], active)
+        state = Progress.of(workflow, items[begin + 1 :], active, items[begin] if items else None)
         if state.finished:
             return
         opening = items[begin] if begin == len(items) - 1 else None
@@ -156,7 +164,7 @@ class Runner:
                 yield blocked
                 return
         if workflow.sequential:
-            async for event in self._pipeline(items):
+            async for event in self._pipeline(items, scope):
                 yield event
             return
         agent, pending, answered = state.agent, state.pending, state.answered
@@ -185,13 +193,15 @@ class Runner:
                     if new_handoff and handoffs >= workflow.limits.max_handoffs:
                         log.warning("loop guard: %d handoffs in one turn, stopping", handoffs)
                         for event in await self._answer(
-                            agent, calls, accepted, answered, held, items, refuse_all=True
+                            agent, calls, accepted, answered, held, items, scope, refuse_all=True
                         ):
                             items.extend(event.records)
                             yield event
                         yield ev.TurnStopped(agent, "max_handoffs", Notice(LOOP_GUARD_NOTICE))
                         return
-                    for event in await self._answer(agent, calls, accepted, answered, held, items):
+                    for event in await self._answer(
+                        agent, calls, accepted, answered, held, items, scope
+                    ):
                         items.extend(event.records)
                         yield event
                     if accepted is not None:
@@ -273,18 +283,20 @@ class Runner:
         targets = self.workflow.targets(agent)
         while True:
             written, raw = "", None
-            async with contextlib.aclosing(self._call(request)) as chunks:
-                async for chunk in chunks:
-                    if isinstance(chunk, ModelReply):
-                        raw = chunk
-                    elif len(written) > self._runaway:  # stop reading: it is cut anyway
-                        raw = ModelReply(text=written, finish_reason="length")
-                        break
-                    elif chunk.text:
-                        written += chunk.text
-                        if not guarded_output:  # shown only once the guardrails saw it whole
-                            yield ev.Writing(agent, written)
-            assert raw is not None
+            with observe.model_call(agent, request.model) as observed:  # span, latency, errors
+                async with contextlib.aclosing(self._call(request)) as chunks:
+                    async for chunk in chunks:
+                        if isinstance(chunk, ModelReply):
+                            raw = chunk
+                        elif len(written) > self._runaway:  # stop reading: it is cut anyway
+                            raw = ModelReply(text=written, finish_reason="length")
+                            break
+                        elif chunk.text:
+                            written += chunk.text
+                            if not guarded_output:  # shown once the guardrails saw it whole
+                                yield ev.Writing(agent, written)
+                assert raw is not None
+                observed.reply(raw)
             asked += 1
             now = self._read(raw, request, items)
             reply = (
@@ -349,6 +361,9 @@ class Runner:
         without a speaker's label (the whole reply, when it comes, is read the same way)."""
         if _may_be_a_call(text):
             return ""
+        found = _CALL_LATER.search(text)  # a call written after some words: only the words
+        if found is not None:
+            text = text[: found.start()]
         return tolerance.unlabelled(bounded(text, self.bounds.reply), self._speakers).strip()
 
     def _slip(self, agent: str, reply: ModelReply, request: ModelRequest) -> tolerance.Slip | None:
@@ -374,7 +389,8 @@ class Runner:
             if ident in used:  # some servers number calls afresh in every reply
                 ident = f"call_{len(items)}_{index}"
             used.add(ident)
-            calls.append(ToolCall(ident, call.name[:64], call.arguments[: bounds.arguments]))
+            arguments = clean(call.arguments, bounds.arguments)[0]  # no hidden or bidi marks
+            calls.append(ToolCall(ident, call.name[:64], arguments))
         return dataclasses.replace(reply, text=text or None, tool_calls=tuple(calls))
 
     def _reason(self, arguments: str) -> str | None:
@@ -384,7 +400,7 @@ class Runner:
     def _model_name(self, agent: str) -> str | None:
         return self.workflow.agent(agent).model
 
-    async def _pipeline(self, items: list[Item]) -> AsyncIterator[ev.Event]:
+    async def _pipeline(self, items: list[Item], scope: str) -> AsyncIterator[ev.Event]:
         """A pipeline's turn (see `SequentialBuilder`): each agent's step in order, only the last
         one's reply shown; a pause after a step marked for review. Goes on from the steps
         already stored (a crash, a lost lease, a reviewer's verdict)."""
@@ -412,7 +428,7 @@ class Runner:
                 pending, answered = spoken.reply, frozenset()
             if pending.tool_calls:
                 for event in await self._answer(
-                    agent, pending.tool_calls, None, answered, frozenset(), items
+                    agent, pending.tool_calls, None, answered, frozenset(), items, scope
                 ):
                     items.extend(event.records)
                     yield event
@@ -500,6 +516,7 @@ class Runner:
         answered: frozenset[str],
         held: frozenset[str],
         items: Sequence[Item],
+        scope: str,
         *,
         refuse_all: bool = False,
     ) -> list[ev.ToolCalled | ev.ApprovalAsked | ev.HandoffSent]:
@@ -514,20 +531,34 @@ class Runner:
                 tool = accepted[1]
                 outcome = ToolOutcome(agent, call.id, call.name, f"Handed off to {tool.target}.")
                 reason = self._reason(call.arguments)
+                if reason:  # the customer may read it: the agent's output guardrails apply
+                    checked, tripped = self._guard("output", agent, reason)
+                    reason = None if tripped else checked
                 data = tool.data(call.arguments)[0]
-                failed = await _hook(tool, HandoffInfo(agent, tool.target, reason, data))
+                with observe.handoff(agent, tool.target, reason):  # span, count by edge
+                    failed = await _hook(tool, HandoffInfo(agent, tool.target, reason, data))
                 events.append(ev.HandoffSent(agent, tool.target, reason, outcome, data, failed))
+                continue
+            if call.name in tools and _waiting_call(items, call):
+                outcome = ToolOutcome(agent, call.id, call.name, STILL_AWAITING_APPROVAL)
+                events.append(ev.ToolCalled(agent, outcome))
                 continue
             if call.name in tools and tools[call.name].needs_approval(call.arguments):
                 log.info("%s asked for %s: it waits for a moderator's approval", agent, call.name)
+                observe.tool_outcome(call.name, "awaiting_approval")
                 outcome = ToolOutcome(agent, call.id, call.name, AWAITING_APPROVAL)
                 events.append(ev.ApprovalAsked(agent, call, outcome))
                 continue
             if call.name in tools:
-                output = await tools[call.name].invoke(call.arguments)
+                with observe.tool_call(agent, call.name, call.id, call.arguments) as observed:
+                    output = await tools[call.name].invoke(
+                        call.arguments, key=call_key(scope, call.id)
+                    )
+                    observed.result(output.content, output.is_error)
             else:
                 allowed = self._offered(agent, items)
                 output = self._refusal(agent, call, accepted, held, allowed, refuse_all)
+                observe.tool_outcome(call.name, "refused")
             content = bounded(output.content, self.bounds.tool_result, "result")
             outcome = ToolOutcome(agent, call.id, call.name, content, output.is_error)
             events.append(ev.ToolCalled(agent, outcome))
@@ -674,6 +705,31 @@ async def _hook(tool: HandoffTool, info: HandoffInfo) -> str | None:
 
 async def _at_once(model: ChatModel, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
     yield await model.complete(request)
+
+
+_CALL_LATER = re.compile(r"<tool_call|```|\{\s*\"|\[\s*\{")
+
+
+def _waiting_call(items: Sequence[Item], call: ToolCall) -> bool:
+    """Whether the same call (tool and arguments) already waits for a moderator's verdict in
+    this conversation: it is not asked for twice."""
+    asked: dict[str, tuple[str, str]] = {}
+    waiting: set[tuple[str, str]] = set()
+    for item in items:
+        if isinstance(item, AgentReply):
+            asked.update((c.id, (c.name, c.arguments)) for c in item.tool_calls)
+        elif isinstance(item, ToolOutcome) and item.content == AWAITING_APPROVAL:
+            if item.call_id in asked:
+                waiting.add(asked[item.call_id])
+        elif isinstance(item, ContinuationPrompt):
+            waiting = {w for w in waiting if not decided(item.text, w[0])}
+    return (call.name, call.arguments) in waiting
+
+
+def call_key(scope: str, call_id: str) -> str:
+    """A tool call's key: the same each time the call is run (after a crash, after an
+    approval), and no other call's (`scope` names the conversation)."""
+    return f"{scope}:{call_id}"
 
 
 def _may_be_a_call(text: str) -> bool:

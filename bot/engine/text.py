@@ -76,3 +76,9 @@ def _fold_marks(text: str) -> str:
             run = 0
         out.append(char)
     return "".join(out)
+
+
+def why_not_json(exc: ValueError) -> str:
+    """What `json.loads` found wrong, in a few words (a number too long to read raises a plain
+    `ValueError`, without a message of its own)."""
+    return str(getattr(exc, "msg", "") or "a number is too long")

@@ -96,7 +96,7 @@ def _objects(text: str) -> list[object]:
     while (index := _next_open(text, index)) >= 0:
         try:
             value, end = decoder.raw_decode(text, index)
-        except json.JSONDecodeError:
+        except ValueError:  # JSONDecodeError, or a number too long to read
             index += 1
             continue
         found.extend(value if isinstance(value, list) else [value])
@@ -145,7 +145,7 @@ def _shaped(value: object) -> tuple[str, dict[str, Any]] | None:
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments or "{}")
-        except json.JSONDecodeError:
+        except ValueError:  # JSONDecodeError, or a number too long to read
             arguments = {}
     return name, arguments if isinstance(arguments, dict) else {}
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ConfigDict, ValidationError, create_model
 
+from bot.engine.text import why_not_json
 from bot.models.base import ToolSpec
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,10 @@ class FunctionTool:
         """Validate `arguments` (JSON text), call the function, and return its output as text."""
         try:
             raw = json.loads(arguments or "{}")
-        except json.JSONDecodeError as exc:
-            return ToolOutput(f"Error: arguments are not valid JSON ({exc.msg}).", is_error=True)
+        except ValueError as exc:  # JSONDecodeError, or a number too long to read
+            return ToolOutput(
+                f"Error: arguments are not valid JSON ({why_not_json(exc)}).", is_error=True
+            )
         if not isinstance(raw, dict):
             return ToolOutput("Error: arguments must be a JSON object.", is_error=True)
         try:

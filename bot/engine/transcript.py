@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bot.engine.guardrails import tripped
 from bot.models.base import JUST_HANDED, ChatMessage, ToolCall, message_name
 
 Kind = Literal["user", "agent", "tool", "handoff", "prompt", "notice", "moderator"]
@@ -194,6 +195,8 @@ def view_for(
                 notes.append(handoff_note(record, agent))
         elif kind == "prompt" and item.agent == agent:  # type: ignore[union-attr]
             add(ChatMessage("user", item.text))  # type: ignore[union-attr]
+        elif kind == "notice" and messages[-1].role == "user" and _refused(item):
+            messages.pop()  # a message an input guardrail refused is never shown to a model
         elif kind == "moderator":
             said = f"A moderator (a person on the support team) wrote: {item.text}"  # type: ignore[union-attr]
             if recent:
@@ -205,6 +208,11 @@ def view_for(
     if messages[-1].role == "assistant":  # never reached by a turn today; kept as a guarantee
         add(ChatMessage("system", f"Go on with the conversation as {agent}."))
     return tuple(messages)
+
+
+def _refused(item: Item) -> bool:
+    found = tripped(item.text) if isinstance(item, Notice) else None
+    return found is not None and found[1] == "input"
 
 
 def handoff_note(record: HandoffRecord, reader: str) -> str:

@@ -22,9 +22,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from bot import observe
 from bot.engine import approvals
 from bot.engine.guardrails import redact
-from bot.engine.runner import Runner
+from bot.engine.runner import Runner, call_key
 from bot.engine.text import Bounds, bounded, clean
 from bot.engine.transcript import ContinuationPrompt
 from bot.engine.workflow import Workflow
@@ -36,7 +37,7 @@ from bot.service.platform import Click, Platform
 from bot.service.rules import Rules
 from bot.service.streaming import Streamer
 from bot.service.threads import Threads
-from bot.service.turn import Turn, Turns
+from bot.service.turn import Turn, Turns, scope_of
 from bot.service.window import WindowBudget
 from bot.store.protocols import SessionStore
 from bot.store.values import (
@@ -246,6 +247,7 @@ class ConversationService:
 
     async def _work(self, key: SessionKey, fence: Fence | None) -> None:
         """A thread's worker: deliver its posts, then answer its owed messages, in order."""
+        observe.bind_session(key)  # its log lines name the thread
         while True:
             await self.poster.deliver(key, fence)
             if self.threads.stopping:
@@ -277,6 +279,9 @@ class ConversationService:
             session = await self._finish_call(row, row.case_id, fence)
             if session is None:
                 return TurnResult(None, ignored=True)
+            if session.taken_over_by is not None:  # a moderator holds the thread: the agent
+                await self.store.finish(row, fence)  # reads the verdict when it is handed back
+                return TurnResult(session, taken_over=True)
             row = dataclasses.replace(row, seq=session.item_count)
         elif row.seq is None:
             admitted = await self.store.admit(
@@ -284,6 +289,7 @@ class ConversationService:
             )
             verdict, session = admitted.verdict, admitted.session
             if verdict.outcome != "turn" or session is None or verdict.user is None:
+                observe.count_turn(verdict.outcome)  # ended, replied, taken_over, ignored
                 await self.poster.deliver(key, fence)
                 ignored = verdict.outcome not in ("ended",)
                 taken_over = verdict.outcome == "taken_over"
@@ -318,7 +324,8 @@ class ConversationService:
         gone)."""
         case = await self.store.get_case(case_id)
         session = await self.store.get_session(row.session_id or 0)
-        if case is None or session is None or (case.call is None and case.kind != "pause"):
+        closed = session is None or session.status == "closed"  # nothing runs there
+        if case is None or session is None or closed or case.kind == "review":
             await self.store.finish(row, fence)
             return None
         result = None
@@ -327,7 +334,8 @@ class ConversationService:
             call = case.call
             agent = call.agent
             if approved:
-                result = case.result or await self._run(call, f"case-{case.id}")
+                key = call_key(scope_of(session), call.id)  # the same key after a crash
+                result = case.result or await self._run(call, key)
                 note = approvals.approved(call.tool, result.content, result.is_error)
             else:
                 note = approvals.rejected(call.tool)
@@ -354,7 +362,9 @@ class ConversationService:
         tool = tools.get(call.tool) if call.agent in self.workflow.agents else None
         if tool is None:
             return CallResult(f"Error: {call.tool} is no longer available to {call.agent}.", True)
-        output = await tool.invoke(call.arguments, key=key)
+        with observe.tool_call(call.agent, call.tool, call.id, call.arguments) as observed:
+            output = await tool.invoke(call.arguments, key=key)
+            observed.result(output.content, output.is_error)
         content = bounded(output.content, self.turns.runner.bounds.tool_result, "result")
         return CallResult(content, output.is_error)
 

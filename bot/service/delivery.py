@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bot import observe
 from bot.service.messages import Post, post_from_dict, post_to_dict
 from bot.service.moderation import CaseCard
 from bot.service.platform import Platform, Refused
@@ -88,7 +89,8 @@ class Poster:
             first = False
             self._doubt(post.id)  # until marked sent: a crash or a failure may follow the send
             try:
-                ref = await self._send(key, post, doubtful)
+                with observe.post(key, post.kind, post.id, post.body.get("text")):  # a span
+                    ref = await self._send(key, post, doubtful)
             except Refused as exc:
                 await self._refused(key, post, str(exc), fence)
                 posts = await self.store.pending(key)  # the same post as plain text, or the next

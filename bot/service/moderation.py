@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from bot.engine.agents import Persona
+from bot.engine.text import clean
 from bot.engine.transcript import (
     AgentReply,
     HandoffRecord,
@@ -67,11 +68,11 @@ class CaseCard:
         return f"Case #{case.id}: {case.agent} review ({case.status})"
 
 
-def available(case: Case, taken_over: bool) -> tuple[Action, ...]:
+def available(case: Case, taken_over: bool, closed: bool = False) -> tuple[Action, ...]:
     """The actions a card offers: none once closed; approve and reject only while open (an
-    approval offers nothing else)."""
+    approval or a pause offers nothing else, and nothing once its conversation is closed)."""
     if case.kind != "review":  # an approval, a pipeline's pause: a verdict, nothing else
-        return ("approve", "reject") if case.status == "open" else ()
+        return ("approve", "reject") if case.status == "open" and not closed else ()
     if case.status == "closed":
         return ()
     decide: tuple[Action, ...] = ("approve", "reject") if case.status == "open" else ()
@@ -107,7 +108,8 @@ class Moderation:
             lines_kept += tuple(_clip(line) for line in excerpt[-(lines - 1) :])
             if case.result is not None:
                 lines_kept += (_clip(f"result: {case.result.content}"),)
-        return CaseCard(case, lines_kept, available(case, taken_over))
+        closed = session is None or session.status == "closed"
+        return CaseCard(case, lines_kept, available(case, taken_over, closed))
 
     async def act(
         self,
@@ -126,6 +128,8 @@ class Moderation:
             session = await self.store.get_session(case.session_id)
             holder = session.taken_over_by if session is not None else None
             change = self._plan(case, action, moderator, holder, agent, note)
+            if case.kind != "review" and (session is None or session.status == "closed"):
+                change = f"Case #{case.id}: the conversation is closed; nothing was run."
             if isinstance(change, str):
                 return ActionResult(False, change, case)
             post = Post("notice", change.announce, MODERATOR, None)
@@ -238,7 +242,7 @@ def arguments(text: str) -> str:
     """A call's JSON arguments as moderators read them: `name=value, ...`."""
     try:
         given = json.loads(text or "{}")
-    except json.JSONDecodeError:
+    except ValueError:  # JSONDecodeError, or a number too long to read
         return text
     return _pairs(given) if isinstance(given, dict) else text
 
@@ -269,5 +273,7 @@ def _stale(case: Case) -> str:
 
 
 def _clip(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
+    """A line of a card: cleaned (no hidden or bidi marks, even from JSON escapes), on one
+    line, cut to `limit`."""
+    text = " ".join(clean(text, 4 * limit)[0].split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

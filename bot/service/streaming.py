@@ -51,6 +51,7 @@ class _Live:
     last: float = 0.0  # when the last edit went out (monotonic)
     closed: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # set with `closed`
     task: asyncio.Task[None] | None = None
 
 
@@ -115,6 +116,7 @@ class Streamer:
         if live is None or live.task is None:
             return
         live.closed = True
+        live.done.set()
         live.wake.set()
         try:
             await asyncio.wait_for(asyncio.shield(live.task), SETTLE_S)
@@ -136,10 +138,10 @@ class Streamer:
                 return
             pause = max(live.last + self.interval - time.monotonic(), 0.0)
             if live.last and pause:
-                await asyncio.sleep(pause)  # what comes meanwhile is folded into this edit
+                await _nap(live, pause)  # what comes meanwhile is folded into this edit
             wait = self.rate.reserve(first=not live.shown)
             if wait:
-                await asyncio.sleep(wait)
+                await _nap(live, wait)
             if live.closed:
                 return
             text = self.showable(live.text) or (WORKING_TEXT if live.shown else "")
@@ -162,3 +164,10 @@ class Streamer:
         if found is None or post_from_dict(found[1]).persona != live.persona:
             return None
         return found[0]
+
+
+async def _nap(live: _Live, seconds: float) -> None:
+    """Wait `seconds`, or less when the reply is settled (its post must not wait for an edit
+    that no longer matters)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(live.done.wait(), seconds)

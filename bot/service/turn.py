@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bot import observe
 from bot.engine import events as ev
+from bot.engine.handoffs import looks_like_handoff
 from bot.engine.runner import Runner
 from bot.engine.transcript import Item, Notice, trim_window
 from bot.engine.workflow import Workflow
@@ -92,16 +94,24 @@ class Turns:
 
     async def run(self, turn: Turn) -> Turn:
         """Run the turn the stored message asks for, from its first step or where it stopped."""
+        with observe.turn(turn.session, turn.row.message.text) as observed:  # span, metrics
+            await self._run(turn, observed)
+        return turn
+
+    async def _run(self, turn: Turn, observed: observe.turn) -> None:
         group: list[ev.Event] = []
         try:
             history, start = await self._history(turn.session, turn.row.seq)
             agent = turn.session.active_agent
-            async for event in self.runner.run(history, agent, start=start):
+            async for event in self.runner.run(
+                history, agent, start=start, scope=scope_of(turn.session)
+            ):
                 if isinstance(event, ev.Writing):
                     persona = self.workflow.agent(event.agent).display
                     self.streams.write(turn.session.key, turn.row.id, persona, event.text)
                     continue
                 group.append(event)
+                observed.outcome = _outcome(event) or observed.outcome
                 if _held(event):
                     continue
                 await self._store(turn, group, done=isinstance(event, _ENDS))
@@ -112,13 +122,13 @@ class Turns:
             raise
         except Exception:
             # Every step already stored is consistent on its own; say so honestly and go on.
+            observed.outcome = "failed"
             await self.streams.settle(turn.row.id)
             log.exception("session %s: turn failed", turn.session.key)
             session = turn.session
             persona = self.workflow.agent(self.workflow.entry_agent(session.active_agent)).display
             post = Post("notice", FAILED_TEXT, persona)
             await self._commit(turn, (Notice("Turn failed: internal error."),), [post], done=True)
-        return turn
 
     async def _history(self, session: Session, seq: int | None) -> tuple[list[Item], int | None]:
         """The recent window the prompt needs, with the conversation's first message, and the
@@ -135,6 +145,9 @@ class Turns:
         seqs, items, costs = zip(*window.items, strict=True) if window.items else ((), (), ())
         kept = trim_window(items, self.window.tokens, costs)
         kept_seqs = list(seqs[len(seqs) - len(kept) :])
+        if seq in seqs and seq not in kept_seqs:  # the turn's own steps are never cut off
+            at = seqs.index(seq)
+            kept, kept_seqs = list(items[at:]), list(seqs[at:])
         opening = window.first_user
         if opening is not None and (not kept_seqs or window.first_user_seq < kept_seqs[0]):
             kept.insert(0, opening)
@@ -255,8 +268,27 @@ def _held(event: ev.Event) -> bool:
         reply = event.reply
         if not event.shown:  # a pipeline's inner step: the next step is slow, store it now
             return False
+        if any(not looks_like_handoff(call.name) for call in reply.tool_calls):
+            return False  # stored before its tools run: a crash runs them again, with their keys
         return not reply.tool_calls or not (reply.text and reply.text.strip())
     return False
+
+
+def _outcome(event: ev.Event) -> str | None:
+    """How a turn ended, for metrics and traces, if `event` ends it."""
+    match event:
+        case ev.AwaitingUser():
+            return "answered"
+        case ev.Closed():
+            return "closed"
+        case ev.Paused():
+            return "paused"
+        case ev.TurnStopped(cause=cause):
+            return cause  # max_model_calls, max_handoffs, model_error, empty_reply, paused
+        case ev.Guarded(stage="input"):
+            return "guarded"
+        case _:
+            return None
 
 
 def _usage(events: list[ev.Event]) -> ModelUsage | None:
@@ -266,6 +298,12 @@ def _usage(events: list[ev.Event]) -> ModelUsage | None:
         return None
     tokens = called.usage or Usage()
     return ModelUsage(called.agent, called.model, tokens.prompt_tokens, tokens.completion_tokens)
+
+
+def scope_of(session: Session) -> str:
+    """What names a conversation in its tool calls' keys (`call_key`): its thread and when it
+    began, so that no other conversation, in this store or another, shares a key."""
+    return f"{session.key}:{session.created_at:.6f}"
 
 
 def _opens_case(workflow: Workflow, event: ev.Event) -> bool:

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from bot.engine.loader import parse_workflow
+from bot.engine.runner import call_key
 from bot.engine.transcript import ContinuationPrompt, ToolOutcome
 from bot.service import ConversationService, IncomingMessage
 from bot.service.platform import Click
+from bot.service.turn import scope_of
 from bot.store import Store, sqlite_store
 from bot.testing import RecordingPlatform, ScriptedModel, call, say
 
@@ -86,6 +88,15 @@ async def db(tmp_path: Path) -> AsyncIterator[Path]:
     yield tmp_path / "approvals.db"
 
 
+async def key_of(store: Store, case_id: int) -> str:
+    """The key an approved call runs with: its conversation's and its own."""
+    case = await store.get_case(case_id)
+    assert case is not None and case.call is not None
+    session = await store.get_session(case.session_id)
+    assert session is not None
+    return call_key(scope_of(session), case.call.id)
+
+
 async def ask(service: ConversationService, tool: str = "refund") -> int:
     result = await service.handle(msg("Please refund 150 for order 1042"))
     (case,) = result.cases
@@ -123,7 +134,8 @@ async def test_approve_runs_the_call_once_and_the_agent_goes_on(store: Store) ->
 
     done = await service.click(Click(str(case_id), "approve", "mod-1"))
     assert done.ok
-    assert [f"case-{case_id}"] == RAN and {f"case-{case_id}": 150} == REFUNDS
+    key = await key_of(store, case_id)
+    assert [key] == RAN and {key: 150} == REFUNDS
     said = platform.texts()
     assert said[-2:] == ["A moderator approved this request.", "Your refund of 150 is on its way."]
     note = model.requests[-1].messages[-1].content or ""
@@ -135,7 +147,7 @@ async def test_approve_runs_the_call_once_and_the_agent_goes_on(store: Store) ->
 
     again = await service.click(Click(str(case_id), "approve", "mod-2"))  # a stale click
     assert not again.ok and "already approved by mod-1" in again.message
-    assert [f"case-{case_id}"] == RAN
+    assert [await key_of(store, case_id)] == RAN
 
 
 async def test_reject_tells_the_agent_and_runs_nothing(store: Store) -> None:
@@ -166,7 +178,7 @@ async def test_only_moderators_act_and_a_repeated_click_counts_once(store: Store
     assert case is not None and case.status == "open"
     first = await service.click(Click(str(case_id), "approve", "mod-1", id="click-1"))
     repeat = await service.click(Click(str(case_id), "approve", "mod-1", id="click-1"))
-    assert first.ok and not repeat.ok and [f"case-{case_id}"] == RAN
+    assert first.ok and not repeat.ok and [await key_of(store, case_id)] == RAN
     other = await service.click(Click(str(case_id), "takeover", "mod-1"))
     assert not other.ok  # an approval is approved or rejected, nothing else
 
@@ -184,7 +196,7 @@ async def test_a_pending_approval_survives_a_restart(db: Path) -> None:
         assert [c.id for c in pending] == [case_id]
         assert (await service.click(Click(str(case_id), "approve", "mod-1"))).ok
         assert platform.texts()[-1] == "The refund went through."
-    assert [f"case-{case_id}"] == RAN
+        assert [await key_of(store, case_id)] == RAN
 
 
 async def test_a_crash_after_the_click_runs_the_call_once(db: Path) -> None:
@@ -212,10 +224,106 @@ async def test_a_crash_after_the_click_runs_the_call_once(db: Path) -> None:
         await service.stop(1)
         case = await store.get_case(case_id)
         entries = await store.entries(case.session_id if case else 0)
-    assert [f"case-{case_id}", f"case-{case_id}"] == RAN  # run again, with the same key ...
-    assert {f"case-{case_id}": 150} == REFUNDS  # ... so the refund was made once
+    assert len(RAN) == 2 and RAN[0] == RAN[1]  # run again, with the same key ...
+    assert {RAN[0]: 150} == REFUNDS  # ... so the refund was made once
     assert case is not None and case.result is not None
     notes = [e.item for e in entries if isinstance(e.item, ContinuationPrompt)]
     assert len(notes) == 1  # the agent was told once
     waiting = [e.item for e in entries if isinstance(e.item, ToolOutcome)]
     assert len(waiting) == 1
+
+
+async def test_nothing_runs_once_the_conversation_is_closed(store: Store) -> None:
+    platform = moderated()
+    service = ConversationService(SHOP, asks(150), store, platform)
+    case_id = await ask(service)
+    await service.handle(msg("end"))
+    case = await store.get_case(case_id)
+    assert case is not None and (await service.moderation.card(case)).actions == ()
+    late = await service.click(Click(str(case_id), "approve", "mod-1"))
+    assert not late.ok and "the conversation is closed" in late.message and RAN == []
+
+
+AWAY = parse_workflow(
+    f"""
+start: Triage
+return_to_previous: false
+agents:
+  - {{name: Triage, instructions: Route.}}
+  - name: Returns
+    instructions: You handle refunds.
+    tools: [{{function: {__name__}.refund, approval: moderators}}]
+handoffs: [{{from: Triage, to: Returns}}]
+"""
+)
+
+
+async def test_the_verdict_goes_to_the_agent_that_made_the_call(store: Store) -> None:
+    model = ScriptedModel(
+        [
+            call("handoff_to_Returns"),
+            call("refund", {"order_id": "1042", "amount": 150}),
+            say("It waits for approval."),
+            say("Refunded."),
+        ]
+    )
+    service = ConversationService(AWAY, model, store, moderated())
+    (case,) = (await service.handle(msg("refund 150 on 1042"))).cases
+    assert (await service.click(Click(str(case.id), "approve", "mod-1"))).ok
+    assert model.requests[-1].agent == "Returns"
+    assert "approved your call to refund" in (model.requests[-1].messages[-1].content or "")
+
+
+PLAIN = parse_workflow(
+    f"""
+start: Returns
+agents:
+  - name: Returns
+    instructions: You handle refunds.
+    tools: [{__name__}.slow_refund]
+"""
+)
+
+
+async def test_a_crash_while_a_tool_runs_runs_it_again_with_the_same_key(db: Path) -> None:
+    """No approval here: the reply that asks for the call is stored before the call runs, so
+    the restart runs that same call again, with the same key, and the refund is made once."""
+    async with sqlite_store(db) as store:
+        model = ScriptedModel([call("slow_refund", {"order_id": "1042", "amount": 50})])
+        service = ConversationService(PLAIN, model, store, moderated())
+        turn = asyncio.create_task(service.handle(msg("refund 50 please")))
+        await asyncio.wait_for(HOLD.setdefault("ran", asyncio.Event()).wait(), 5)
+        turn.cancel()  # the process dies while the tool runs
+        await asyncio.gather(turn, return_exceptions=True)
+        await service.stop(0.1)
+    HOLD["refund"].set()
+    platform = moderated()
+    async with sqlite_store(db) as store:
+        model = ScriptedModel([say("Refunded 50.")])
+        service = ConversationService(PLAIN, model, store, platform)
+        await service.sweep()
+        for _ in range(200):
+            if platform.texts()[-1:] == ["Refunded 50."]:
+                break
+            await asyncio.sleep(0.02)
+        await service.stop(1)
+    assert len(RAN) == 2 and RAN[0] == RAN[1] and list(REFUNDS.values()) == [50]
+    assert len(model.requests) == 1  # the stored call was not asked of the model again
+
+
+async def test_the_same_call_is_not_asked_for_twice_while_it_waits(store: Store) -> None:
+    model = ScriptedModel(
+        [
+            call("refund", {"order_id": "1042", "amount": 150}),
+            say("A team member must approve this refund; I'll come back to you here."),
+            call("refund", {"order_id": "1042", "amount": 150}),
+            say("Still waiting."),
+        ]
+    )
+    service = ConversationService(SHOP, model, store, moderated())
+    case_id = await ask(service)
+    again = await service.handle(msg("and? refund it now"))
+    assert again.cases == ()  # no second case
+    told = [m.content or "" for m in model.requests[-1].messages if m.role == "tool"]
+    assert "already waits for a moderator's approval" in told[-1]
+    assert [c.id for c in await store.cases(status="open")] == [case_id]

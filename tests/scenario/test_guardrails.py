@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.engine import Writing
+from bot.engine import HandoffSent, Writing
 from bot.engine.errors import WorkflowError
 from bot.engine.guardrails import INPUT_BLOCKED, OUTPUT_BLOCKED, tripped
 from bot.engine.loader import parse_workflow
@@ -130,3 +130,23 @@ def test_a_bad_guardrail_names_the_field() -> None:
         parse_workflow(FLOW_WITH_TOOL.replace("{output:", "{input: [{}], output:"))
     with pytest.raises(WorkflowError, match=r"guardrails\.output\[0\]: cannot import"):
         parse_workflow(FLOW_WITH_TOOL.replace("{blocked_words: [password]}", "no.such.check"))
+
+
+async def test_a_refused_message_is_never_shown_to_a_model_later(store: Store) -> None:
+    model = ScriptedModel([say("Hello!")])
+    service = ConversationService(FLOW, model, store, RecordingPlatform())
+    await service.handle(msg("tell me about the lottery"))
+    await service.handle(msg("hi"))
+    (request,) = model.requests
+    texts = [m.content or "" for m in request.messages]
+    assert texts[-1] == "hi" and not any("lottery" in t for t in texts)
+
+
+async def test_a_handoff_reason_is_checked_like_a_reply() -> None:
+    flow = parse_workflow(FLOW_WITH_TOOL)
+    model = ScriptedModel(
+        [call("handoff_to_Sales", {"reason": "their password is hunter2"}), say("Hi from Sales.")]
+    )
+    events, _ = await run_turn(flow, model, "buy")
+    sent = next(e for e in events if isinstance(e, HandoffSent))
+    assert sent.reason is None

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bot.engine import HandoffSent
+from bot.engine import HandoffSent, Runner
 from bot.engine.errors import WorkflowError
 from bot.engine.handoffs import HandoffInfo
 from bot.engine.loader import parse_workflow
@@ -142,3 +142,16 @@ async def test_the_review_card_shows_the_data(store: Store) -> None:
     entries = await store.entries(case.session_id)
     stored = next(e.item for e in entries if isinstance(e.item, HandoffRecord))
     assert json.dumps(stored.data) == '{"order_id": "1042", "priority": "high"}'
+
+
+async def test_a_failed_hook_never_ends_a_resumed_turn() -> None:
+    """The hook's note is stored before the handoff record: a turn cut short while the target
+    thinks is taken up again, not seen as finished."""
+    flow = parse_workflow(workflow(hook="broken_ticket"))
+    model = ScriptedModel([call("handoff_to_Fraud", {"order_id": "1042"}), say("Reviewing.")])
+    _, items = await run_turn(flow, model, "refund")
+    stored = items[: items.index(next(i for i in items if isinstance(i, HandoffRecord))) + 1]
+    assert isinstance(stored[-1], HandoffRecord)
+    resumed = ScriptedModel([say("A colleague will look at this.")])
+    going_on = [e async for e in Runner(flow, resumed).run(stored, "Returns", start=0)]
+    assert [r.agent for r in resumed.requests] == ["Fraud"] and going_on

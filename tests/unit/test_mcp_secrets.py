@@ -26,3 +26,16 @@ def test_a_stdio_server_does_not_inherit_the_bot_s_credentials() -> None:
         "BOT_SHOP_DATABASE": "shop.db",
     }
     assert _environment(given) == {"PATH": "/bin", "BOT_SHOP_DATABASE": "shop.db"}
+
+
+def test_credentials_in_arguments_are_hidden_whatever_their_shape() -> None:
+    server = McpServer(
+        "srv",
+        (
+            "postgresql://app:S3cret@db/x",
+            "--header",
+            "Authorization: Bearer sk-1",
+            "GITHUB_TOKEN=a",
+        ),
+    )
+    assert server.label == "srv postgresql://db/x --header *** GITHUB_TOKEN=***"

@@ -314,3 +314,10 @@ def test_two_processes_using_a_new_file_at_once_seed_it_once(shop_file: Path) ->
     assert outputs == ["cancelled\n", "cancelled\n"]  # the second returned the first's result
     assert rows(shop_file, "SELECT count(*) FROM orders") == [(42,)]
     assert rows(shop_file, "SELECT count(*) FROM meta") == [(1,)]
+
+
+def test_refunds_split_into_small_ones_still_need_approval_past_the_limit() -> None:
+    assert not shop.large_refund({"order_id": "1042", "amount": 76.5})
+    shop.issue_refund("1042", 76.5)
+    assert shop.large_refund({"order_id": "1042", "amount": 76.5})  # 153 in all
+    assert not shop.large_refund({"order_id": "9999", "amount": 50})  # unknown: it says so itself

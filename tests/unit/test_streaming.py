@@ -66,6 +66,9 @@ def test_only_what_may_be_shown_is_shown() -> None:
     assert runner.showable("[Returns] Which order") == "Which order"  # a label, not a call
     assert runner.showable("Returns: Which\x00 order\u202e") == "Which order"
     assert runner.showable("word " * 3000).endswith("…(the reply was cut at 8,000 characters)")
+    written = 'Let me check. <tool_call>{"name": "lookup_order", "arguments": {"order_id": "1'
+    assert runner.showable(written) == "Let me check."  # a call after some words: the words
+    assert runner.showable('Sure. {"name": "x"') == "Sure."
 
 
 async def test_no_writing_when_streaming_is_off() -> None:

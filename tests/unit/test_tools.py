@@ -95,3 +95,12 @@ async def test_a_call_that_overruns_its_timeout_is_an_error_result() -> None:
     finally:
         release.set()
     assert output.is_error and output.content == "Error: stuck did not finish within 0.1 seconds."
+
+
+async def test_a_number_too_long_to_read_is_an_error_result_not_a_crash() -> None:
+    def add(a: int) -> int:
+        """Add."""
+        return a
+
+    output = await function_tool(add).invoke('{"a": 1' + "9" * 5000 + "}")
+    assert output.is_error and "not valid JSON (a number is too long)" in output.content
