@@ -52,6 +52,7 @@ class WorkflowStats:
     cases: dict[str, int]
     reached: list[Reached]
     handoffs: list[Edge]
+    guardrail_trips: dict[str, int]  # "name (stage)" -> trips
 
 
 async def collect(store: Store, since: float, workflow: str | None = None) -> list[WorkflowStats]:
@@ -101,6 +102,11 @@ def summarise(found: Tallies) -> list[WorkflowStats]:
                 cases=cases,
                 reached=reached,
                 handoffs=edges,
+                guardrail_trips={
+                    f"{guard} ({stage})": n
+                    for (flow, guard, stage), n in sorted(found.guarded.items())
+                    if flow == name
+                },
             )
         )
     return summaries
@@ -141,6 +147,9 @@ def to_text(summaries: list[WorkflowStats], empty: str) -> str:
             f"    {name:<{width}}  {e.handoffs:>5}"
             for name, e in zip(names, s.handoffs, strict=True)
         ] or ["    (none)"]
+        if s.guardrail_trips:
+            trips = ", ".join(f"{what} {n}" for what, n in s.guardrail_trips.items())
+            lines.append(f"  guardrail trips: {trips}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 

@@ -10,6 +10,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
+from bot.engine.guardrails import tripped
 from bot.store.ops_cases import count_cases
 from bot.store.ops_outbox import count_dead, count_unsent
 from bot.store.sql import Op, row, rows
@@ -45,6 +46,7 @@ class Tallies:
     handoffs: dict[tuple[str, str, str], int]  # (workflow, source, target) -> handoffs
     reached: dict[tuple[str, str], int]  # (workflow, agent) -> conversations it answered in
     cases: dict[tuple[str, str], int]  # (workflow, status) -> cases
+    guarded: dict[tuple[str, str, str], int]  # (workflow, guardrail, stage) -> trips
 
 
 def figures(active_since: float) -> Op[Figures]:
@@ -94,4 +96,15 @@ def tallies(since: float) -> Op[Tallies]:
         since,
     )
     cases = {(each[0], each[1]): int(each[2]) for each in found}
-    return Tallies(conversations, dict(handoffs), reached, cases)
+    found = yield rows(
+        "SELECT s.workflow, i.body FROM items i JOIN sessions s ON s.id = i.session_id "
+        "WHERE i.kind = 'notice' AND CAST(i.body AS TEXT) LIKE ? AND s.created_at >= ?",
+        '%"Guardrail %',
+        since,
+    )
+    guarded: Counter[tuple[str, str, str]] = Counter()
+    for workflow, body in found:
+        trip = tripped(str(json.loads(body).get("text", "")))
+        if trip is not None:
+            guarded[(workflow, *trip)] += 1
+    return Tallies(conversations, dict(handoffs), reached, cases, dict(guarded))

@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from bot.engine.loader import load_workflow
+from bot.engine.loader import load_workflow, parse_workflow
 from bot.models import ModelReply, ModelRequest, ToolCall, Usage
 from bot.observe.stats import collect
 from bot.service import ConversationService, IncomingMessage
@@ -133,3 +133,15 @@ async def test_stats_on_an_empty_period_and_a_missing_database(tmp_path: Path) -
     assert (code, out) == (0, "No conversations of workflow content.\n")
     code, _, err = await stats(tmp_path / "none.db")
     assert code == 1 and err.startswith("error: no database at ")
+
+
+async def test_guardrail_trips_are_counted_on_both_backends(any_store: Store) -> None:
+    flow = parse_workflow(
+        "start: A\nguardrails: {input: [{blocked_words: [lottery]}]}\n"
+        "agents: [{name: A, instructions: a}]\n"
+    )
+    service = ConversationService(flow, ScriptedModel([]), any_store)
+    for text in ("win the lottery", "lottery again"):
+        await service.handle(IncomingMessage("test", "C1", "g", text))
+    (found,) = await collect(any_store, 0.0, flow.name)
+    assert found.guardrail_trips == {"blocked_words (input)": 2}
