@@ -32,8 +32,8 @@ from pydantic import ValidationError
 
 from bot.engine.agents import Agent, McpServer
 from bot.engine.errors import EngineError
-from bot.engine.text import bounded, clean, why_not_json
-from bot.engine.tools import DEFAULT_TIMEOUT_S, ToolOutput
+from bot.engine.text import bounded, clean
+from bot.engine.tools import DEFAULT_TIMEOUT_S, ToolOutput, read_arguments
 from bot.engine.workflow import Workflow
 from bot.models.base import ToolSpec
 
@@ -84,14 +84,9 @@ class McpTool:
 
     async def invoke(self, arguments: str, *, key: str | None = None) -> ToolOutput:
         """Call the tool on its server; every failure is an error output."""
-        try:
-            given = json.loads(arguments or "{}")
-        except ValueError as exc:  # JSONDecodeError, or a number too long to read
-            return ToolOutput(
-                f"Error: arguments are not valid JSON ({why_not_json(exc)}).", is_error=True
-            )
-        if not isinstance(given, dict):
-            return ToolOutput("Error: arguments must be a JSON object.", is_error=True)
+        given = read_arguments(arguments)
+        if isinstance(given, ToolOutput):
+            return given
         try:
             return await self.connection.call(self.name, self.remote, given, self.timeout)
         except Exception as exc:  # a bug of ours or the SDK's still ends the call, not the turn

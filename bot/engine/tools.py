@@ -108,14 +108,9 @@ class FunctionTool:
 
     async def invoke(self, arguments: str, *, key: str | None = None) -> ToolOutput:
         """Validate `arguments` (JSON text), call the function, and return its output as text."""
-        try:
-            raw = json.loads(arguments or "{}")
-        except ValueError as exc:  # JSONDecodeError, or a number too long to read
-            return ToolOutput(
-                f"Error: arguments are not valid JSON ({why_not_json(exc)}).", is_error=True
-            )
-        if not isinstance(raw, dict):
-            return ToolOutput("Error: arguments must be a JSON object.", is_error=True)
+        raw = read_arguments(arguments)
+        if isinstance(raw, ToolOutput):
+            return raw
         try:
             parsed = self.arguments_model.model_validate(raw)
         except ValidationError as exc:
@@ -149,6 +144,18 @@ class FunctionTool:
             return await self.function(**arguments)
         result = await asyncio.to_thread(functools.partial(self.function, **arguments))
         return await result if inspect.isawaitable(result) else result
+
+
+def read_arguments(arguments: str) -> dict[str, Any] | ToolOutput:
+    """A call's arguments (JSON text, as the model wrote them) as a mapping, or the error
+    result that says what is wrong with them."""
+    try:
+        given = json.loads(arguments or "{}")
+    except ValueError as exc:  # JSONDecodeError, or a number too long to read
+        return ToolOutput(f"Error: arguments are not valid JSON ({why_not_json(exc)}).", True)
+    if not isinstance(given, dict):
+        return ToolOutput("Error: arguments must be a JSON object.", is_error=True)
+    return given
 
 
 def _as_text(result: Any) -> str:
