@@ -21,7 +21,7 @@ from tests.processes import bot, clean_env, started, stop
 
 TOKEN_S = 0.1  # the model writes one token every 100 ms
 INTERVAL_S = 0.5  # BOT_STREAM_INTERVAL_MS: at most one edit per message per interval
-WORDS = " ".join(f"step{i}" for i in range(24))
+WORDS = " ".join(f"step{i}" for i in range(14))
 TEXT = f"Here is the plan <!channel> @everyone: {WORDS}. Done."
 WORKING = "_working on it…_"
 
