@@ -51,7 +51,11 @@ async def open_service(
                 chosen,
                 store,
                 platform,
-                window=WindowBudget(settings.bot_window_items, settings.bot_window_tokens),
+                window=WindowBudget(
+                    settings.bot_window_items,
+                    settings.bot_window_tokens,
+                    cache_bytes=settings.bot_window_cache_mb * 2**20,
+                ),
                 show_handoffs=settings.bot_show_handoffs,
                 max_message_chars=settings.bot_max_message_chars,
                 retry_delay=settings.bot_outbox_retry_s,

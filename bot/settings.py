@@ -37,6 +37,7 @@ class Settings(BaseModel):
     bot_shop_database: str = "data/shop.db"  # the demo shop's orders (`bot.shop`)
     bot_window_items: int = Field(default=200, ge=2)
     bot_window_tokens: int = Field(default=6000, ge=100)
+    bot_window_cache_mb: int = Field(default=64, ge=1, le=65_536)  # recent windows kept
     bot_show_handoffs: bool = True
     bot_max_message_chars: int = Field(default=4000, ge=100)
     bot_max_reply_chars: int = Field(default=8000, ge=100, le=100_000)

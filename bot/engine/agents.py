@@ -85,8 +85,8 @@ class Agent:
 
     @property
     def function_tools(self) -> tuple[Tool, ...]:
-        """The agent's tools (handoffs aside)."""
-        return tuple(as_tool(tool) for tool in self.tools)
+        """The agent's tools (handoffs aside), wrapped when the agent was made."""
+        return self.tools  # type: ignore[return-value]
 
     @property
     def display(self) -> Persona:

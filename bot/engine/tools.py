@@ -99,12 +99,8 @@ class FunctionTool:
 
     @property
     def spec(self) -> ToolSpec:
-        """The tool as offered to the model."""
-        schema = self.arguments_model.model_json_schema()
-        schema.pop("title", None)
-        for prop in schema.get("properties", {}).values():
-            prop.pop("title", None)
-        return ToolSpec(self.name, self.description, schema)
+        """The tool as offered to the model (built once: it is asked on every model call)."""
+        return _spec(self.name, self.description, self.arguments_model)
 
     async def invoke(self, arguments: str, *, key: str | None = None) -> ToolOutput:
         """Validate `arguments` (JSON text), call the function, and return its output as text."""
@@ -144,6 +140,15 @@ class FunctionTool:
             return await self.function(**arguments)
         result = await asyncio.to_thread(functools.partial(self.function, **arguments))
         return await result if inspect.isawaitable(result) else result
+
+
+@functools.lru_cache(maxsize=1024)
+def _spec(name: str, description: str, arguments_model: Any) -> ToolSpec:
+    schema = arguments_model.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    return ToolSpec(name, description, schema)
 
 
 def read_arguments(arguments: str) -> dict[str, Any] | ToolOutput:

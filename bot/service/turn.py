@@ -86,7 +86,8 @@ class Turns:
     windows: WindowCache = field(init=False)
 
     def __post_init__(self) -> None:
-        self.windows = WindowCache(self.window.items, self.window.cached_sessions)
+        window = self.window
+        self.windows = WindowCache(window.items, window.cached_sessions, window.cache_bytes)
 
     @property
     def workflow(self) -> Workflow:

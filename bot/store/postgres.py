@@ -4,6 +4,10 @@ Chosen by `BOT_DATABASE=postgresql://...`. Every write is one transaction on a p
 connection; inbound-event claims, the outbox and cases are shared through the database, so a
 retry delivered to another process is still answered once. The schema is `schema_postgres.sql`,
 with the versions applied recorded in `schema_migrations`.
+
+A connection goes back to the pool without asyncpg's reset query (`RESET ALL`, `UNLISTEN *`,
+... : one more round trip after every transaction): the store changes no session state, and
+asyncpg still rolls back a transaction left open.
 """
 
 from __future__ import annotations
@@ -58,7 +62,11 @@ class PostgresDriver:
             settings["default_transaction_read_only"] = "on"
         try:
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.max_size, server_settings=settings
+                self.dsn,
+                min_size=1,
+                max_size=self.max_size,
+                server_settings=settings,
+                reset=_keep,
             )
             if not self.read_only:
                 async with self.transaction() as conn:
@@ -118,6 +126,10 @@ class PostgresDriver:
             raise StoreError("the store is not open; call open() first")
         async with self._pool.acquire() as conn:
             yield conn
+
+
+async def _keep(conn: Any) -> None:
+    """What the pool does to a connection given back: nothing (see the module docstring)."""
 
 
 async def _migrate(conn: Any) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bot.engine import UserTurn
-from bot.service.window import WindowCache
+from bot.engine.transcript import estimate_tokens
+from bot.service.window import WindowCache, item_bytes
 from bot.store.values import Entry
 
 
@@ -43,3 +44,12 @@ def test_least_recently_used_sessions_are_evicted() -> None:
     cache.get(1, 1)
     cache.load(3, entries("y"), None)
     assert cache.get(2, 1) is None and cache.get(1, 1) is not None and cache.get(3, 1) is not None
+
+
+def test_the_cache_is_bounded_in_bytes_and_keeps_the_thread_in_use() -> None:
+    one = item_bytes(estimate_tokens(UserTurn("x" * 1000)))
+    cache = WindowCache(limit=10, max_bytes=3 * one)
+    for session in range(5):
+        cache.load(session, [Entry(1, 0.0, UserTurn("x" * 1000))], None)
+    assert len(cache) == 3 and cache.bytes <= 3 * one
+    assert cache.get(4, 1) is not None  # the newest stays
