@@ -1,4 +1,5 @@
-"""`python -m bot ...`: the console, workflow checks and graphs, and stored conversations."""
+"""`python -m bot ...`: parse the command line, and run the console, the platforms, workflow checks
+and graphs, eval and doctor (the commands that read the store are in `bot.records`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ import logging.handlers
 import os
 import shlex
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
+from bot import records
 from bot.adapters.console import COMMANDS, Console, ConsolePlatform, new_thread_name
 from bot.adapters.terminal import Style, Terminal
 from bot.engine import mcp
@@ -22,20 +22,13 @@ from bot.engine.graph import mermaid
 from bot.engine.loader import load_workflow
 from bot.models.select import describe, make_model, model_name, require_real_model
 from bot.observe.logs import formatter
+from bot.records import UsageError, database
 from bot.runtime import monitoring, open_service, tracing
 from bot.service import ConversationService
-from bot.service.export import to_json, to_markdown
-from bot.service.moderation import summary
 from bot.settings import Settings, SettingsError, load_settings
-from bot.store import Session, Store, StoreError, is_postgres, store_for
-from bot.store.values import Case, DeadLetter
+from bot.store import StoreError, is_postgres
 
-T = TypeVar("T")
 _TRACED = ("console", "eval", "slack", "discord")  # the commands that run turns
-
-
-class UsageError(Exception):
-    """A command was given something it cannot use; the message says what to do."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -157,19 +150,19 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         case "discord":
             return asyncio.run(_discord(settings, args.shard_id, args.shard_count))
         case "sessions":
-            return asyncio.run(_sessions(settings, args))
+            return asyncio.run(records.sessions(settings, args))
         case "export":
-            return asyncio.run(_export(settings, args))
+            return asyncio.run(records.export(settings, args))
         case "cases":
-            return asyncio.run(_cases(settings, args))
+            return asyncio.run(records.cases(settings, args))
         case "dead-letters":
-            return asyncio.run(_dead_letters(settings, args))
+            return asyncio.run(records.dead_letters(settings, args))
         case "stats":
-            return asyncio.run(_stats(settings, args))
+            return asyncio.run(records.stats(settings, args))
         case "doctor":
             return asyncio.run(_doctor(settings))
         case "migrate":
-            return asyncio.run(_migrate(args.source, args.target))
+            return asyncio.run(records.migrate(args.source, args.target))
     return 2
 
 
@@ -189,10 +182,6 @@ def _check(paths: Sequence[Path]) -> int:
             print(f"{path}: {line}")
             failed |= line.startswith("FAIL")
     return 1 if failed else 0
-
-
-def _database(settings: Settings, given: str | None) -> str:
-    return given or settings.bot_database
 
 
 async def _console(settings: Settings, args: argparse.Namespace) -> int:
@@ -235,7 +224,7 @@ def _console_logging(
     if args.verbose:
         handler = _Aside(platform)
     else:
-        path = args.log_file or _log_beside(_database(settings, args.database))
+        path = args.log_file or _log_beside(database(settings, args.database))
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=1_000_000, backupCount=1, encoding="utf-8", delay=True
@@ -362,61 +351,6 @@ async def _slack(settings: Settings) -> int:
     return 0
 
 
-def _row(session: Session) -> str:
-    updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.updated_at))
-    tokens = session.prompt_tokens + session.completion_tokens
-    return (
-        f"{session.id:>5}  {session.key.platform:<8} {session.key.thread:<32} "
-        f"{session.active_agent:<14} {session.status:<7} {session.item_count:>5} "
-        f"{session.model_calls:>5} {tokens:>8}  {updated}"
-    )
-
-
-def _listing(rows: Sequence[T], empty: str, header: str, line: Callable[[T], str]) -> int:
-    """A header and one line per row, or `empty` when there are none."""
-    print(header if rows else empty)
-    for found in rows:
-        print(line(found))
-    return 0
-
-
-async def _sessions(settings: Settings, args: argparse.Namespace) -> int:
-    async with store_for(_database(settings, args.database), read_only=True) as store:
-        sessions = await store.list_sessions(args.limit)
-    header = (
-        f"{'id':>5}  {'platform':<8} {'thread':<32} {'agent':<14} {'status':<7} "
-        f"{'items':>5} {'calls':>5} {'tokens':>8}  updated"
-    )
-    return _listing(sessions, "No conversations stored yet.", header, _row)
-
-
-async def _migrate(source: str, target: str) -> int:
-    if not target.startswith(("postgresql://", "postgres://")):
-        raise UsageError("--to must be a postgresql:// URL")
-    from bot.store.migrate import migrate
-
-    copied = await migrate(source, target)
-    print(", ".join(f"{count} {table}" for table, count in copied.items()) + " copied.")
-    return 0
-
-
-async def _stats(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.observe import stats
-
-    if args.days is not None and args.days <= 0:
-        raise UsageError("--days must be more than 0")
-    since = 0.0 if args.days is None else time.time() - args.days * 86400
-    async with store_for(_database(settings, args.database), read_only=True) as store:
-        found = await stats.collect(store, since, args.workflow)
-    if args.json:
-        sys.stdout.write(stats.to_json(found))
-        return 0
-    period = f" in the last {args.days:g} days" if args.days is not None else ""
-    about = f" of workflow {args.workflow}" if args.workflow else ""
-    sys.stdout.write(stats.to_text(found, f"No conversations{about}{period}."))
-    return 0
-
-
 async def _doctor(settings: Settings) -> int:
     from bot.doctor import diagnose
 
@@ -426,73 +360,3 @@ async def _doctor(settings: Settings) -> int:
     failed = [finding for finding in findings if not finding.ok]
     print("All checks passed." if not failed else f"{len(failed)} check(s) failed.")
     return 1 if failed else 0
-
-
-async def _cases(settings: Settings, args: argparse.Namespace) -> int:
-    async with store_for(_database(settings, args.database), read_only=True) as store:
-        cases = await store.cases(status=args.status, limit=args.limit)
-    header = f"{'case':>5}  {'status':<9} {'age':>6}  {'moderator':<18} {'thread':<28} about"
-
-    def line(case: Case) -> str:
-        return (
-            f"{case.id:>5}  {case.status:<9} {_age(case.opened_at):>6}  "
-            f"{case.moderator or '-':<18} {case.key!s:<28} {summary(case)}"
-        )
-
-    return _listing(cases, "No cases.", header, line)
-
-
-async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
-    async with store_for(_database(settings, args.database), read_only=True) as store:
-        letters = await store.dead_letters(args.limit)
-    header = f"{'post':>6}  {'set aside':>9}  {'kind':<8} {'thread':<36} why"
-
-    def line(letter: DeadLetter) -> str:
-        found = (
-            f"{letter.id:>6}  {_age(letter.dead_at):>9}  {letter.kind:<8} {letter.key!s:<36} "
-            f"{letter.error or ''}"
-        )
-        return f"{found}\n        {letter.body.get('text', '')}" if args.text else found
-
-    return _listing(letters, "No posts were set aside.", header, line)
-
-
-def _age(since: float) -> str:
-    seconds = max(0, int(time.time() - since))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-async def _export(settings: Settings, args: argparse.Namespace) -> int:
-    async with store_for(_database(settings, args.database), read_only=True) as store:
-        session = await _find(store, args.session)
-        entries = await store.entries(session.id)
-        calls = await store.model_calls(session.id)
-    render = to_json if args.format == "json" else to_markdown
-    sys.stdout.write(render(session, entries, calls))
-    return 0
-
-
-async def _find(store: Store, wanted: str) -> Session:
-    if wanted.isdigit():
-        session = await store.get_session(int(wanted))
-        if session is not None:
-            return session
-    found = await store.find_thread(wanted)
-    if len(found) == 1:
-        return found[0]
-    if found:
-        listed = "; ".join(
-            f"{s.id} ({s.key}, {s.active_agent}, {s.status}, {_age(s.updated_at)} ago)"
-            for s in found
-        )
-        raise UsageError(
-            f"{len(found)} conversations have the thread name {wanted!r}: {listed}; "
-            "give the session id of the one you want"
-        )
-    raise UsageError(
-        f"no conversation {wanted!r}; give a session id or a thread name "
-        "from `python -m bot sessions`"
-    )
